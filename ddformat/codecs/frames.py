@@ -1,0 +1,412 @@
+"""Byte-level building blocks shared by the payload codecs.
+
+Three things every codec needs and none should re-implement:
+
+* **Row frames.** A payload is a matrix of fixed-size rows (one per sample) cut into one zstd
+  frame per class, so the bytes of each class are attributable (``class_bytes``) and classes
+  decode independently. An empty class gets an empty frame (0 bytes, no zstd frame at all).
+  When zstd does not pay for the section as a whole, frames are stored raw.
+* **Count tables.** Histograms are stored as unsigned LEB128 varints (canonical: no redundant
+  continuation bytes), zstd-compressed only when that is smaller.
+* **ANS streams with stored histograms.** Symbols are entropy-coded with ``constriction``'s
+  default ANS coder (32-bit words, 64-bit state, 24-bit precision) under a categorical model
+  rebuilt from the stored histogram. The model's integer frequencies are computed here (largest
+  remainder apportionment, then ``+1`` per present symbol) and handed to ``constriction`` as
+  exactly representable weights whose sum is ``2**24 - n``, which makes its fast quantiser
+  reproduce them bit for bit. The stream is therefore defined by integers alone and does not
+  depend on ``constriction``'s floating-point quantisation heuristics.
+
+Decoders never trust a number from a file: every length and count is checked against the
+section length and the layout before anything is allocated, and every failure is a
+:class:`DecodeError` or :class:`LimitError` naming the section kind and the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import constriction
+import numpy as np
+import zstandard
+
+from ..errors import DecodeError, LimitError
+from .base import Section, param
+
+COMPRESSIONS = ("zstd", "none")
+ANS_PRECISION = 24
+TRIAL_BYTES = 4 * 2**20
+
+RowFilter = Callable[[np.ndarray], np.ndarray]
+
+
+# --------------------------------------------------------------------------- validation helpers
+
+
+def section_bytes(section: Section) -> memoryview:
+    """The payload as a flat byte view, after checking it is as long as the table says."""
+    data = memoryview(section.data).cast("B")
+    if len(data) != section.length:
+        raise DecodeError(f"payload has {len(data)} bytes, the section table says {section.length}",
+                          section=section.kind, field="length")
+    return data
+
+
+def int_param(section: Section, name: str, lo: int = 0, hi: int = 2**63 - 1) -> int:
+    """An integer codec parameter within ``[lo, hi]``."""
+    value = param(section, name, int)
+    if not lo <= value <= hi:
+        raise DecodeError(f"{value} is outside [{lo}, {hi}]", section=section.kind, field=f"params.{name}")
+    return value
+
+
+def choice_param(section: Section, name: str, choices: Sequence[str]) -> str:
+    """A string codec parameter from a fixed set."""
+    value = param(section, name, str)
+    if value not in choices:
+        raise DecodeError(f"{value!r} is not one of {', '.join(choices)}", section=section.kind,
+                          field=f"params.{name}")
+    return value
+
+
+def int_list_param(section: Section, name: str, lengths: Sequence[int]) -> list[int]:
+    """A list of non-negative integers whose length is one of ``lengths``."""
+    values = param(section, name, list)
+    if len(values) not in lengths:
+        raise DecodeError(f"has {len(values)} entries, expected {' or '.join(map(str, sorted(set(lengths))))}",
+                          section=section.kind, field=f"params.{name}")
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63:
+            raise DecodeError("expected a non-negative integer", section=section.kind, field=f"params.{name}[{i}]")
+    return values
+
+
+def check_decoded_size(section: Section, nbytes: int, max_bytes: int, what: str) -> None:
+    """Refuse to allocate ``nbytes`` of output beyond the reader's cap."""
+    if nbytes > max_bytes:
+        raise LimitError(f"decoding {what} needs {nbytes} bytes, more than the limit of {max_bytes}",
+                         section=section.kind, field="max_decoded_bytes")
+
+
+def check_groups(groups: Sequence[int] | None, num_rows: int, num_classes: int) -> list[int] | None:
+    """Encoder-side check that ``groups`` are per-class counts covering all rows in order."""
+    if groups is None:
+        return None
+    groups = [int(g) for g in groups]
+    if len(groups) != num_classes or any(g < 0 for g in groups) or sum(groups) != num_rows:
+        raise ValueError(f"groups must be {num_classes} non-negative per-class counts summing to {num_rows}")
+    return groups
+
+
+# --------------------------------------------------------------------------- zstd frames
+
+
+def _shuffle(frame: np.ndarray, itemsize: int) -> np.ndarray:
+    return np.ascontiguousarray(frame.reshape(-1, itemsize).T) if itemsize > 1 else frame
+
+
+def _unshuffle(frame: np.ndarray, itemsize: int) -> np.ndarray:
+    return np.ascontiguousarray(frame.reshape(itemsize, -1).T).reshape(-1) if itemsize > 1 else frame
+
+
+def _bounds(counts: Sequence[int]) -> list[tuple[int, int]]:
+    ends = np.cumsum([0, *counts]).tolist()
+    return list(zip(ends[:-1], ends[1:]))
+
+
+def compress_rows(rows: np.ndarray, groups: Sequence[int] | None, level: int,
+                  shuffle: int = 1) -> tuple[bytes, list[int]]:
+    """One zstd frame (with content size) per group of consecutive rows; empty groups give
+    empty frames. ``shuffle > 1`` splits each frame into byte planes of that element size
+    first, which lets zstd see the slowly varying high bytes of floats as long runs."""
+    rows = np.ascontiguousarray(rows, dtype=np.uint8)
+    counts = [len(rows)] if groups is None else list(groups)
+    cctx = zstandard.ZstdCompressor(level=level, write_content_size=True)
+    out, lengths = [], []
+    for start, end in _bounds(counts):
+        frame = rows[start:end].reshape(-1)
+        blob = cctx.compress(_shuffle(frame, shuffle).tobytes()) if frame.size else b""
+        out.append(blob)
+        lengths.append(len(blob))
+    return b"".join(out), lengths
+
+
+def _declared_size(section: Section, frame: memoryview | bytes, field: str, *,
+                   exact: int | None = None, bound: int | None = None) -> int:
+    """The content size a zstd frame header declares, which must be ``exact`` (or at most
+    ``bound``). Checked before anything is allocated: zstd trusts the header when it sizes its
+    output buffer."""
+    try:
+        size = zstandard.frame_content_size(frame)
+    except zstandard.ZstdError as exc:
+        raise DecodeError(f"not a zstd frame: {exc}", section=section.kind, field=field) from None
+    if size < 0:
+        raise DecodeError("zstd frame does not declare its content size", section=section.kind, field=field)
+    if (exact is not None and size != exact) or (bound is not None and size > bound):
+        want = f"{exact}" if exact is not None else f"at most {bound}"
+        raise DecodeError(f"zstd frame declares {size} bytes, expected {want}", section=section.kind, field=field)
+    return size
+
+
+def zstd_frame(section: Section, frame: memoryview | bytes, field: str, *,
+               exact: int | None = None, bound: int | None = None) -> bytes:
+    """Decompress exactly one zstd frame (no trailing bytes) whose declared content size is
+    ``exact`` (or at most ``bound``)."""
+    size = _declared_size(section, frame, field, exact=exact, bound=bound)
+    dobj = zstandard.ZstdDecompressor().decompressobj()
+    try:
+        out = dobj.decompress(frame)
+    except zstandard.ZstdError as exc:
+        raise DecodeError(f"corrupt zstd frame: {exc}", section=section.kind, field=field) from None
+    if not dobj.eof:
+        raise DecodeError("zstd frame is truncated", section=section.kind, field=field)
+    if dobj.unused_data:
+        raise DecodeError(f"{len(dobj.unused_data)} bytes follow the zstd frame", section=section.kind, field=field)
+    if len(out) != size:
+        raise DecodeError(f"zstd frame decoded to {len(out)} bytes, it declares {size}",
+                          section=section.kind, field=field)
+    return out
+
+
+def decompress_rows(section: Section, frame_lengths: Sequence[int], rows_per_frame: Sequence[int],
+                    row_bytes: int, max_bytes: int, *, compression: str = "zstd", shuffle: int = 1,
+                    data: memoryview | None = None) -> np.ndarray:
+    """Inverse of :func:`compress_rows` (or of raw frames): a writable ``(rows, row_bytes)``
+    uint8 matrix. ``data`` defaults to the whole section payload."""
+    data = section_bytes(section) if data is None else data
+    if len(frame_lengths) != len(rows_per_frame):
+        raise DecodeError(f"{len(frame_lengths)} frame lengths for {len(rows_per_frame)} frames",
+                          section=section.kind, field="params.frames")
+    if sum(frame_lengths) != len(data):
+        raise DecodeError(f"frame lengths sum to {sum(frame_lengths)}, the payload has {len(data)} bytes",
+                          section=section.kind, field="params.frames")
+    total = sum(rows_per_frame) * row_bytes
+    check_decoded_size(section, total, max_bytes, "rows")
+    frames = []
+    for i, ((start, end), n) in enumerate(zip(_bounds(frame_lengths), rows_per_frame)):
+        field, expected, frame = f"params.frames[{i}]", n * row_bytes, data[start:end]
+        raw = expected == 0 or compression == "none"
+        if raw and len(frame) != expected:
+            raise DecodeError(f"frame has {len(frame)} bytes, {n} rows need {expected}",
+                              section=section.kind, field=field)
+        if not raw:
+            _declared_size(section, frame, field, exact=expected)
+        frames.append((field, expected, frame, raw))
+    out = np.empty(total, dtype=np.uint8)
+    pos = 0
+    for field, expected, frame, raw in frames:
+        content = frame if raw else zstd_frame(section, frame, field, exact=expected)
+        out[pos:pos + expected] = _unshuffle(np.frombuffer(content, dtype=np.uint8), shuffle)
+        pos += expected
+    return out.reshape(-1, row_bytes) if row_bytes else out.reshape(sum(rows_per_frame), 0)
+
+
+# --------------------------------------------------------------------------- filtered row sections
+
+
+def _trial_rows(rows: np.ndarray) -> np.ndarray:
+    """Evenly spaced rows totalling about ``TRIAL_BYTES``: enough to rank filters, cheap to try."""
+    n, row_bytes = rows.shape
+    m = min(n, max(1, TRIAL_BYTES // max(row_bytes, 1)))
+    return rows if m == n else rows[np.linspace(0, n - 1, m).astype(np.int64)]
+
+
+def pack_rows(rows: np.ndarray, groups: Sequence[int] | None, level: int,
+              filters: dict[str, tuple[RowFilter | None, int]]) -> tuple[bytes, dict[str, Any], list[int] | None]:
+    """Compress a row matrix with whichever of ``filters`` (name → (row transform, shuffle
+    element size)) compresses a sample of the rows best, the first listed winning ties.
+
+    Returns the payload, the params that :func:`unpack_rows` needs (``filter``,
+    ``compression``, ``frames``, ``frame_rows``) and the class bytes (``None`` without groups).
+    Frames are stored raw (``compression="none"``), unfiltered, when zstd would not make the
+    section smaller; the first filter listed must therefore be the identity.
+    """
+    assert next(iter(filters.values())) == (None, 1), "the first filter must be the identity"
+    rows = np.ascontiguousarray(rows, dtype=np.uint8)
+    name = next(iter(filters))
+    if len(filters) > 1 and rows.size:
+        trial = _trial_rows(rows)
+        sizes = {}
+        for candidate, (fn, shuffle) in filters.items():
+            sizes[candidate] = len(compress_rows(fn(trial) if fn else trial, None, level, shuffle)[0])
+        name = min(filters, key=lambda c: sizes[c])
+    fn, shuffle = filters[name]
+    filtered = fn(rows) if fn else rows
+    data, lengths = compress_rows(filtered, groups, level, shuffle)
+    counts = [len(rows)] if groups is None else list(groups)
+    compression = "zstd"
+    if len(data) >= rows.size:
+        name, data, compression = next(iter(filters)), rows.tobytes(), "none"
+        lengths = [n * rows.shape[1] for n in counts]
+    params = {"filter": name, "compression": compression, "frames": lengths, "frame_rows": counts}
+    return data, params, (lengths if groups is not None else None)
+
+
+def unpack_rows(section: Section, num_rows: int, row_bytes: int, num_groups: int, max_bytes: int,
+                filters: dict[str, int]) -> tuple[str, np.ndarray]:
+    """Validate the params written by :func:`pack_rows` and return (filter name, filtered rows).
+    ``filters`` maps each filter name allowed here to its shuffle element size."""
+    name = choice_param(section, "filter", tuple(filters))
+    compression = choice_param(section, "compression", COMPRESSIONS)
+    frames = int_list_param(section, "frames", (1, num_groups))
+    frame_rows = int_list_param(section, "frame_rows", (len(frames),))
+    if sum(frame_rows) != num_rows:
+        raise DecodeError(f"frames hold {sum(frame_rows)} rows, the dataset has {num_rows}",
+                          section=section.kind, field="params.frame_rows")
+    rows = decompress_rows(section, frames, frame_rows, row_bytes, max_bytes,
+                           compression=compression, shuffle=filters[name])
+    return name, rows
+
+
+# --------------------------------------------------------------------------- varints and count tables
+
+
+def varint_lengths(values: np.ndarray) -> np.ndarray:
+    """Bytes each value takes as an unsigned LEB128 varint (values below 2**35)."""
+    v = np.asarray(values, dtype=np.uint64)
+    return 1 + sum((v >= np.uint64(1 << (7 * b))).astype(np.int64) for b in range(1, 5))
+
+
+def varint_encode(values: np.ndarray) -> bytes:
+    """Canonical unsigned LEB128 of each value (each below 2**32)."""
+    v = np.asarray(values, dtype=np.uint64).reshape(-1)
+    if v.size and int(v.max()) >= 2**32:
+        raise ValueError("varint values must be below 2**32")
+    lengths = varint_lengths(v)
+    starts = np.cumsum(lengths) - lengths
+    out = np.empty(int(lengths.sum()), dtype=np.uint8)
+    for b in range(5):
+        sel = lengths > b
+        byte = (v[sel] >> np.uint64(7 * b)) & np.uint64(0x7F)
+        byte |= np.where(lengths[sel] > b + 1, np.uint64(0x80), np.uint64(0))
+        out[starts[sel] + b] = byte.astype(np.uint8)
+    return out.tobytes()
+
+
+def varint_decode(section: Section, buf: bytes | memoryview, count: int, field: str) -> np.ndarray:
+    """Exactly ``count`` canonical varints below 2**32 filling ``buf``, as int64."""
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    if count == 0 or arr.size == 0:
+        if count or arr.size:
+            raise DecodeError(f"{arr.size} bytes for {count} varints", section=section.kind, field=field)
+        return np.zeros(0, dtype=np.int64)
+    if arr.size > 5 * count:
+        raise DecodeError(f"{arr.size} bytes cannot hold {count} varints", section=section.kind, field=field)
+    ends = np.flatnonzero(arr < 0x80)
+    if ends.size != count or ends[-1] != arr.size - 1:
+        raise DecodeError(f"expected {count} varints filling {arr.size} bytes", section=section.kind, field=field)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts + 1
+    if lengths.max() > 5 or np.any((lengths > 1) & (arr[ends] == 0)):
+        raise DecodeError("varint is too long or not canonical", section=section.kind, field=field)
+    shifts = (np.arange(arr.size) - np.repeat(starts, lengths)).astype(np.uint64) * np.uint64(7)
+    values = np.add.reduceat((arr & 0x7F).astype(np.uint64) << shifts, starts)
+    if int(values.max()) >= 2**32:
+        raise DecodeError("varint value exceeds 32 bits", section=section.kind, field=field)
+    return values.astype(np.int64)
+
+
+def pack_tables(tables: Sequence[np.ndarray], level: int) -> tuple[bytes, str]:
+    """All count tables as one varint run, zstd-compressed when that is smaller."""
+    raw = varint_encode(np.concatenate([np.asarray(t, dtype=np.int64).reshape(-1) for t in tables])
+                        if tables else np.zeros(0, np.int64))
+    packed = zstandard.ZstdCompressor(level=level, write_content_size=True).compress(raw) if raw else b""
+    return (packed, "zstd") if len(packed) < len(raw) else (raw, "none")
+
+
+def unpack_tables(section: Section, blob: memoryview, compression: str, sizes: Sequence[int],
+                  field: str) -> list[np.ndarray]:
+    """Inverse of :func:`pack_tables`; ``sizes`` are the table lengths the layout implies."""
+    total = sum(sizes)
+    if compression == "zstd":
+        blob = memoryview(zstd_frame(section, blob, field, bound=5 * total))
+    values = varint_decode(section, blob, total, field)
+    return [values[a:b] for a, b in _bounds(sizes)]
+
+
+# --------------------------------------------------------------------------- ANS with stored histograms
+
+
+def _model(counts: np.ndarray) -> tuple[np.ndarray, Any]:
+    """Present symbols and the categorical model over them, defined by integers only."""
+    present = np.flatnonzero(counts)
+    n = present.size
+    if n < 2:
+        return present, None
+    c = counts[present].astype(np.int64)
+    total = int(c.sum())
+    free = (1 << ANS_PRECISION) - n
+    scaled = c * free
+    weights = scaled // total
+    remainder = scaled - weights * total
+    short = free - int(weights.sum())
+    weights[np.lexsort((np.arange(n), -remainder))[:short]] += 1
+    model = constriction.stream.model.Categorical(weights.astype(np.float64), perfect=False)
+    return present, model
+
+
+def ans_encode(streams: Sequence[tuple[np.ndarray, np.ndarray]]) -> bytes:
+    """Encode ``(symbols, counts)`` streams, where ``counts`` is the exact histogram of
+    ``symbols``, into one word stream (little-endian uint32) that decodes in the given order."""
+    coder = constriction.stream.stack.AnsCoder()
+    for symbols, counts in reversed(streams):
+        counts = np.asarray(counts, dtype=np.int64)
+        if np.count_nonzero(counts) >= 1 << ANS_PRECISION:
+            raise ValueError("alphabet too large for 24-bit ANS")
+        present, model = _model(counts)
+        if model is None:
+            continue
+        lut = np.full(counts.size, -1, dtype=np.int32)
+        lut[present] = np.arange(present.size, dtype=np.int32)
+        coder.encode_reverse(lut[np.asarray(symbols, dtype=np.int64)], model)
+    return coder.get_compressed().astype("<u4").tobytes()
+
+
+def ans_decode(section: Section, words: memoryview, tables: Sequence[np.ndarray], field: str) -> list[np.ndarray]:
+    """Inverse of :func:`ans_encode` given the stored histograms. Garbage words decode to
+    *some* symbols, so the result is accepted only if every histogram is reproduced exactly and
+    the word stream is consumed to the last word. Callers bound ``sum(counts)`` beforehand."""
+    arr = np.frombuffer(words, dtype="<u4").astype(np.uint32)
+    try:
+        coder = constriction.stream.stack.AnsCoder(arr)
+    except (ValueError, RuntimeError) as exc:
+        raise DecodeError(f"invalid ANS word stream: {exc}", section=section.kind, field=field) from None
+    out = []
+    for i, counts in enumerate(tables):
+        present, model = _model(counts)
+        n = int(counts.sum())
+        if model is None:
+            out.append(np.full(n, present[0] if present.size else 0, dtype=np.int64))
+            continue
+        try:
+            decoded = coder.decode(model, n)
+        except (ValueError, RuntimeError, OverflowError) as exc:
+            raise DecodeError(f"ANS decoding failed: {exc}", section=section.kind, field=field) from None
+        symbols = present[np.asarray(decoded, dtype=np.int64)]
+        if not np.array_equal(np.bincount(symbols, minlength=counts.size), counts):
+            raise DecodeError(f"stream {i} does not reproduce its stored histogram", section=section.kind,
+                              field=field)
+        out.append(symbols)
+    if not coder.is_empty():
+        raise DecodeError("ANS words left over after the last symbol", section=section.kind, field=field)
+    return out
+
+
+def pack_coded(tables: Sequence[np.ndarray], streams: Sequence[tuple[np.ndarray, np.ndarray]],
+               level: int) -> tuple[bytes, dict[str, Any]]:
+    """Payload ``tables ‖ words``: the count tables (see :func:`pack_tables`) then the ANS word
+    stream of ``streams``; params ``tables`` (bytes), ``table_compression`` and ``words``."""
+    blob, compression = pack_tables(tables, level)
+    words = ans_encode(streams)
+    return blob + words, {"tables": len(blob), "table_compression": compression, "words": len(words) // 4}
+
+
+def unpack_coded(section: Section, sizes: Sequence[int]) -> tuple[list[np.ndarray], memoryview]:
+    """Split and check a :func:`pack_coded` payload: (count tables of ``sizes``, word bytes)."""
+    data = section_bytes(section)
+    tables = int_param(section, "tables", 0, len(data))
+    compression = choice_param(section, "table_compression", COMPRESSIONS)
+    words = int_param(section, "words", 0, len(data) // 4)
+    if tables + 4 * words != len(data):
+        raise DecodeError(f"{tables} table bytes and {words} words do not fill the {len(data)}-byte payload",
+                          section=section.kind, field="params.words")
+    return unpack_tables(section, data[:tables], compression, sizes, "data.tables"), data[tables:]

@@ -1,0 +1,73 @@
+"""One exception hierarchy for everything a reader can find wrong with a file.
+
+Every error a reader raises on bad input is a :class:`FormatError`, so callers need a single
+``except``. Each carries where the problem is (section, field path, byte offset) both as
+attributes and in its message, because "invalid file" alone helps nobody fix a producer.
+"""
+
+from __future__ import annotations
+
+
+class FormatError(Exception):
+    """A file is not a valid ``.dd`` file, or cannot be read by this implementation."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        section: str | None = None,
+        field: str | None = None,
+        offset: int | None = None,
+    ) -> None:
+        self.section = section
+        self.field = field
+        self.offset = offset
+        where = []
+        if section is not None:
+            where.append(f"section {section!r}")
+        if field is not None:
+            where.append(f"field {field!r}")
+        if offset is not None:
+            where.append(f"offset {offset}")
+        self.reason = message
+        super().__init__(f"{message} ({', '.join(where)})" if where else message)
+
+
+class MagicError(FormatError):
+    """The preamble's magic is wrong: not a ``.dd`` file, or damaged by a text-mode transfer."""
+
+
+class VersionError(FormatError):
+    """The file's major version is not one this reader implements."""
+
+
+class TruncatedError(FormatError):
+    """The file is shorter (or longer) than its preamble says."""
+
+
+class ChecksumError(FormatError):
+    """A CRC-32 over the preamble, the header or a section does not match."""
+
+
+class HeaderError(FormatError):
+    """The header is not valid msgpack or breaks the schema of ``spec/format.md``."""
+
+
+class LayoutError(FormatError):
+    """Sections overlap, leave holes, are misaligned or point outside the file."""
+
+
+class LimitError(FormatError):
+    """A size or count exceeds a reader limit (header size, section count, decoded size)."""
+
+
+class UnsupportedError(FormatError):
+    """A required section or codec is unknown to this reader."""
+
+
+class DecodeError(FormatError):
+    """A section's payload is inconsistent with its codec parameters."""
+
+
+class BitAccountError(FormatError):
+    """The stored bit account differs from the one derived from the layout."""

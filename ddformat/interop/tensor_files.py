@@ -1,0 +1,264 @@
+"""Distilled sets saved as loose ``.pt`` tensors (MTT, DATM, DD-Ranking) to ``.dd`` and back.
+
+Trajectory-matching code (MTT, DATM and their descendants) and the DD-Ranking benchmark keep a
+distilled set as a directory of ``torch.save``'d tensors::
+
+    images.pt | images_best.pt   float32 (N, C, H, W), usually already normalised (or uint8)
+    labels.pt | labels_best.pt   int64 (N,) class indices, or float (N, K) probabilities / logits
+    lr.pt     | lr_best.pt       the learned student learning rate (0-d tensor or a float)
+
+Every file is read with ``torch.load(..., weights_only=True)``, which builds tensors and plain
+containers but never runs code from the file, and anything other than a tensor is refused.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..reader import open as open_dd
+from ..writer import save
+
+SoftLabelKind = Literal["auto", "probs", "logits"]
+SOFT_LABEL_KINDS = ("auto", "probs", "logits")
+PROBABILITY_TOLERANCE = 1e-3
+"""Rows of a non-negative float label tensor summing to 1 within this are probabilities."""
+
+
+def _load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any failure means the file is not a safely loadable tensor file
+        raise ValueError(f"{path}: cannot be read with torch.load(weights_only=True): {exc}") from None
+
+
+def load_tensor(path: str | os.PathLike[str]) -> torch.Tensor:
+    """The tensor saved in ``path``; a ValueError naming the file if it holds anything else."""
+    path = Path(path)
+    obj = _load(path)
+    if not isinstance(obj, torch.Tensor):
+        raise ValueError(f"{path}: holds a {type(obj).__name__}, not a tensor")
+    return obj.detach()
+
+
+def load_learning_rate(path: str | os.PathLike[str]) -> float:
+    """A learned learning rate: a one-element tensor, or the Python float MTT saves (``syn_lr.item()``)."""
+    path = Path(path)
+    obj = _load(path)
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1 and obj.is_floating_point():
+        lr = float(obj.detach().reshape(()))
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        lr = float(obj)
+    else:
+        raise ValueError(f"{path}: holds {type(obj).__name__}, not a one-element float tensor or number")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"{path}: learning rate {lr} is not a positive finite number")
+    return lr
+
+
+def label_array(labels: torch.Tensor, kind: SoftLabelKind, where: str) -> tuple[np.ndarray, str]:
+    """Labels as the writer takes them, and what they were: ``"hard"``, ``"probs"`` or ``"logits"``.
+
+    (N,) integers are class indices. (N, K) values are probabilities if ``kind`` says so, or with
+    ``"auto"`` if they are non-negative with rows summing to 1; otherwise logits, turned into
+    probabilities by a softmax at temperature 1 (as DATM's soft cross-entropy does).
+    """
+    if kind not in SOFT_LABEL_KINDS:
+        raise ValueError(f"soft label kind must be one of {SOFT_LABEL_KINDS}, got {kind!r}")
+    if labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"{where}: labels of dtype {labels.dtype} are neither class indices nor scores")
+    if labels.ndim == 1:
+        if labels.is_floating_point() and not torch.equal(labels, labels.round()):
+            raise ValueError(f"{where}: one-dimensional labels must be class indices, found fractions")
+        return labels.to(torch.int64).numpy(), "hard"
+    if labels.ndim != 2:
+        raise ValueError(f"{where}: labels have shape {tuple(labels.shape)}, expected (N,) or (N, K)")
+    values = labels.to(torch.float64)
+    if not torch.isfinite(values).all():
+        raise ValueError(f"{where}: labels contain NaN or infinity")
+    are_probs = bool((values >= 0).all()) and bool(
+        torch.allclose(values.sum(dim=1), torch.ones(len(values), dtype=torch.float64), atol=PROBABILITY_TOLERANCE))
+    if kind == "auto":
+        kind = "probs" if are_probs else "logits"
+    if kind == "probs":
+        if not are_probs:
+            raise ValueError(f"{where}: rows are not probabilities (negative, or not summing to 1); "
+                             "if they are logits, say soft_labels='logits'")
+        return labels.to(torch.float32).numpy(), "probs"
+    return torch.softmax(values, dim=1).to(torch.float32).numpy(), "logits"
+
+
+def merged_save_options(
+    save_kwargs: Mapping[str, Any],
+    *,
+    producer: str,
+    parameters: Mapping[str, Any],
+    recipe: Mapping[str, Any] | None = None,
+    soft_labels: bool = False,
+) -> dict[str, Any]:
+    """``save`` keywords: what an importer found, overridden by whatever the caller passed.
+
+    Imports are lossless unless the caller asks otherwise, so soft labels are stored as float32
+    (the ``dense`` codec's default, float16, would round them).
+    """
+    options = dict(save_kwargs)
+    if soft_labels and options.get("labels_codec") in (None, "dense"):
+        options["codec_options"] = {"labels": {"dtype": "float32"}, **(options.get("codec_options") or {})}
+    options.setdefault("producer", producer)
+    options.setdefault("producer_version", __version__)
+    options["parameters"] = {**parameters, **(save_kwargs.get("parameters") or {})}
+    merged = dict(save_kwargs.get("recipe") or {})
+    for key, found in (recipe or {}).items():
+        given = merged.get(key)
+        if given is None:
+            merged[key] = found
+        elif isinstance(found, dict) and isinstance(given, dict):
+            merged[key] = {**found, **given}
+    if merged:
+        options["recipe"] = merged
+    return options
+
+
+def _normalization(mean: float | Sequence[float] | None, std: float | Sequence[float] | None,
+                   channels: int, applied: bool) -> dict[str, Any] | None:
+    if (mean is None) != (std is None):
+        raise ValueError("give both mean and std, or neither")
+    if mean is None:
+        return None
+    stats: dict[str, Any] = {}
+    for key, value in (("mean", mean), ("std", std)):
+        try:
+            stats[key] = [float(v) for v in np.broadcast_to(np.asarray(value, dtype=np.float64), (channels,))]
+        except ValueError:
+            raise ValueError(f"{key} has {np.size(value)} values for {channels} channels") from None
+    stats["applied"] = applied
+    return stats
+
+
+def _pixels(images: torch.Tensor, sample_dtype: str, where: str) -> np.ndarray:
+    if images.ndim < 2:
+        raise ValueError(f"{where}: images have shape {tuple(images.shape)}, expected (N, C, H, W)")
+    if images.dtype == torch.uint8:
+        return images.numpy()
+    if not images.is_floating_point():
+        raise ValueError(f"{where}: images of dtype {images.dtype}; expected a float or uint8 tensor")
+    if sample_dtype not in ("float32", "float16"):
+        raise ValueError(f"sample_dtype must be 'float32' or 'float16', got {sample_dtype!r}")
+    x = images.to(getattr(torch, sample_dtype))
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{where}: images contain NaN or infinity (as {sample_dtype})")
+    return x.numpy()
+
+
+def import_tensor_files(
+    directory: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+    soft_labels: SoftLabelKind = "auto",
+    suffix: str | None = None,
+    sample_dtype: str = "float32",
+    zca: bool = False,
+    **save_kwargs: Any,
+) -> Path:
+    """Write the tensor-file set in ``directory`` (MTT / DATM / DD-Ranking layout) to ``out``.
+
+    Reads ``images{suffix}.pt``, ``labels{suffix}.pt`` and ``lr{suffix}.pt``, where ``suffix``
+    defaults to ``"_best"`` when ``images_best.pt`` exists and to ``""`` otherwise (pass e.g.
+    ``"_5000"`` for ``images_5000.pt``).
+
+    - Float images are stored as ``sample_dtype`` (float32 or float16) values as they are; with
+      ``mean`` and ``std`` (per channel, or one value for all) the header records
+      ``normalization = {mean, std, applied: True}``, since these tools save normalised images.
+      uint8 images are stored as pixels, and ``mean``/``std`` are recorded with ``applied: False``.
+    - Labels: see :func:`label_array`; ``soft_labels`` is ``"auto"``, ``"probs"`` or ``"logits"``,
+      and what was found is recorded as ``provenance.parameters.labels``; soft labels are
+      stored as float32 unless ``codec_options`` say otherwise. Without a labels file the
+      images must be class-ordered with the same count per class (DD-Ranking allows this) and
+      ``num_classes`` must be given.
+    - A learned learning rate becomes ``recipe.optimizer = {"name": "sgd", "lr": lr}``.
+    - ``zca=True`` records ``provenance.parameters.zca = True``: the images live in the ZCA-whitened
+      space of the normalised real data (MTT's ``--zca``), so real data must be whitened alike.
+
+    Other keywords go to :func:`ddformat.save` and win over what was found. Returns ``out``.
+    """
+    directory = Path(directory)
+    if suffix is None:
+        suffix = "_best" if (directory / "images_best.pt").is_file() else ""
+    images_path, labels_path, lr_path = (directory / f"{stem}{suffix}.pt" for stem in ("images", "labels", "lr"))
+    if not images_path.is_file():
+        raise ValueError(f"{directory}: no {images_path.name} (expected images.pt or images_best.pt)")
+    if (mean is not None or std is not None) and save_kwargs.get("normalization") is not None:
+        raise ValueError("give mean/std or normalization, not both")
+
+    images = load_tensor(images_path)
+    pixels = _pixels(images, sample_dtype, str(images_path))
+    parameters: dict[str, Any] = {"imported_from": "tensor_files", "images_file": images_path.name}
+    if labels_path.is_file():
+        labels, parameters["labels"] = label_array(load_tensor(labels_path), soft_labels, str(labels_path))
+        parameters["labels_file"] = labels_path.name
+    else:
+        labels = _class_ordered_labels(len(pixels), num_classes, directory / labels_path.name)
+        parameters["labels"] = "class_order"
+    recipe: dict[str, Any] = {}
+    if lr_path.is_file():
+        recipe["optimizer"] = {"name": "sgd", "lr": load_learning_rate(lr_path)}
+        parameters["lr_file"] = lr_path.name
+    if zca:
+        parameters["zca"] = True
+    normalization = _normalization(mean, std, pixels.shape[1], applied=pixels.dtype != np.uint8)
+    if normalization is not None:
+        save_kwargs["normalization"] = normalization
+
+    options = merged_save_options(save_kwargs, producer="ddformat.import_tensor_files",
+                                  parameters=parameters, recipe=recipe, soft_labels=labels.ndim == 2)
+    return save(out, pixels, labels, num_classes=num_classes, class_names=class_names,
+                name=directory.name if name is None else name, **options)
+
+
+def _class_ordered_labels(n: int, num_classes: int | None, missing: Path) -> np.ndarray:
+    if num_classes is None:
+        raise ValueError(f"{missing} is missing; give num_classes to label class-ordered images")
+    if num_classes < 1 or n % num_classes:
+        raise ValueError(f"{missing} is missing and {n} images are not the same number for each of "
+                         f"{num_classes} classes, so labels cannot be inferred from class order")
+    return np.repeat(np.arange(num_classes, dtype=np.int64), n // num_classes)
+
+
+def export_tensor_files(dd_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
+    """Write a ``.dd`` file as ``images.pt``, ``labels.pt`` and (if the recipe has one) ``lr.pt``.
+
+    This is the DD-Ranking / MTT layout: ``images.pt`` holds the samples in stored order and
+    dtype (normalised floats stay normalised; uint8 stays uint8), ``labels.pt`` int64 class
+    indices or float32 (N, K) probabilities, ``lr.pt`` a 0-d float64 tensor of
+    ``recipe.optimizer.lr``. Everything loads with ``torch.load(..., weights_only=True)``.
+    Weights and the rest of the recipe have no place in this layout and are not written (a
+    warning says so when the file has weights). Refuses to overwrite existing files.
+    """
+    out_dir = Path(out_dir)
+    with open_dd(dd_path) as dd:
+        tensors = {"images.pt": dd.samples().clone(), "labels.pt": dd.labels().clone()}
+        lr = (dd.recipe.get("optimizer") or {}).get("lr")
+        if isinstance(lr, (int, float)) and not isinstance(lr, bool):
+            tensors["lr.pt"] = torch.tensor(float(lr), dtype=torch.float64)
+        if dd.container.has("weights"):
+            warnings.warn(f"{dd_path}: per-sample weights are not part of the tensor-file layout and were "
+                          "not written", stacklevel=2)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for filename in tensors:
+        if (out_dir / filename).exists():
+            raise FileExistsError(f"{out_dir / filename} already exists")
+    for filename, tensor in tensors.items():
+        torch.save(tensor, out_dir / filename)
+    return out_dir

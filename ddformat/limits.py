@@ -1,0 +1,33 @@
+"""Format constants and the reader limits of ``spec/format.md`` § Limits.
+
+Limits protect readers from files that would make them allocate or loop without bound. They are
+checked before any allocation that depends on a number read from a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAGIC = b"\x89DDF\r\n\x1a\n"
+MAJOR = 1
+MINOR = 0
+PREAMBLE_SIZE = 32
+
+MAX_ALIGNMENT = 4096
+SAMPLE_DTYPES = {"uint8": 1, "float16": 2, "float32": 4}
+MAX_SAMPLE_RANK = 4
+MAX_DIM = 65536
+MAX_NUM_CLASSES = 1_000_000
+MAX_NUM_SAMPLES = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps a reader enforces; raise them explicitly for files you trust to be large."""
+
+    max_header_bytes: int = 16 * 2**20
+    max_sections: int = 1024
+    max_decoded_bytes: int = 16 * 2**30
+
+
+DEFAULT_LIMITS = Limits()

@@ -1,0 +1,159 @@
+"""``open``: a ``.dd`` file as metadata plus lazily decoded samples, labels and weights.
+
+Opening reads only the preamble and header (and the zero padding between sections); each
+section is read, checksum-verified and decoded when first asked for.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from .bits import bpc
+from .codecs import LABELS_CODECS, SAMPLES_CODECS, WEIGHTS_CODECS, is_known
+from .codecs.base import Layout
+from .container import Container
+from .errors import FormatError, HeaderError, LimitError
+from .limits import DEFAULT_LIMITS, SAMPLE_DTYPES, Limits
+from .sources import ByteSource
+from .weighting import loss_weights
+
+
+class DDFile:
+    """An open ``.dd`` file. Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, location: str | os.PathLike[str] | ByteSource, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.container = Container(location, is_known, limits)
+        try:
+            self._check_semantics()
+        except BaseException:
+            self.close()
+            raise
+        self._labels: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def header(self):
+        return self.container.header
+
+    @property
+    def dataset(self) -> dict[str, Any]:
+        return self.header.dataset
+
+    @property
+    def recipe(self) -> dict[str, Any]:
+        return self.header.recipe
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return self.header.provenance
+
+    @property
+    def bits(self) -> dict[str, Any]:
+        return self.header.bits
+
+    @property
+    def bpc(self) -> float:
+        return bpc(self.bits)
+
+    @property
+    def num_classes(self) -> int:
+        return self.dataset["num_classes"]
+
+    @property
+    def num_samples(self) -> int:
+        return self.dataset["num_samples"]
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.dataset["class_names"]
+
+    @property
+    def size(self) -> int:
+        return self.container.size
+
+    @property
+    def label_kind(self) -> str:
+        """``"hard"`` (class indices) or ``"soft"`` (probability vectors)."""
+        return "soft" if self.container.entries["labels"].codec in ("dense", "topk") else "hard"
+
+    @property
+    def layout(self) -> Layout:
+        d = self.dataset
+        return Layout(d["num_samples"], d["num_classes"], tuple(d["sample_shape"]), d["sample_dtype"],
+                      self.container.limits.max_decoded_bytes)
+
+    def _check_semantics(self) -> None:
+        """Cross-field rules the schema alone cannot state; checked before any decoding."""
+        entries = self.container.entries
+        for kind in ("samples", "labels"):
+            if kind not in entries:
+                raise HeaderError("file has no such section, which every file needs", section=kind)
+        d = self.dataset
+        decoded = d["num_samples"] * math.prod(d["sample_shape"]) * SAMPLE_DTYPES[d["sample_dtype"]]
+        if decoded > self.container.limits.max_decoded_bytes:
+            raise LimitError(f"samples decode to {decoded} bytes, over the limit of "
+                             f"{self.container.limits.max_decoded_bytes}", section="samples")
+        if self.label_kind == "soft" and d["num_samples"] * d["num_classes"] * 4 > self.container.limits.max_decoded_bytes:
+            raise LimitError("soft labels decode past the decoded-size limit", section="labels")
+        if self.recipe["weighting"]["scheme"] != "uniform" and "weights" not in entries:
+            raise HeaderError("weighting scheme needs a weights section", section="header",
+                              field="recipe.weighting.scheme")
+
+    # ------------------------------------------------------------------ payloads
+    def samples(self, device: str | torch.device = "cpu") -> torch.Tensor:
+        """All samples in stored order and dtype, shape (N, *sample_shape), on ``device``."""
+        s = self.container.section("samples")
+        x = SAMPLES_CODECS[s.codec].decode(s, self.layout, self.container.section, torch.device(device))
+        if tuple(x.shape) != (self.num_samples, *self.dataset["sample_shape"]):
+            raise FormatError(f"decoded samples have shape {tuple(x.shape)}", section="samples")
+        return x
+
+    def labels(self) -> torch.Tensor:
+        """(N,) int64 class indices, or (N, K) float32 probabilities."""
+        if self._labels is None:
+            s = self.container.section("labels")
+            self._labels = torch.from_numpy(LABELS_CODECS[s.codec].decode(s, self.layout))
+        return self._labels
+
+    def classes(self) -> torch.Tensor:
+        """Class of each sample: the hard label, or the arg-max of the soft label."""
+        y = self.labels()
+        return y if y.ndim == 1 else y.argmax(dim=1)
+
+    def stored_weights(self) -> torch.Tensor | None:
+        """Per-sample values as stored (counts or floats), before the weighting scheme."""
+        if not self.container.has("weights"):
+            return None
+        s = self.container.section("weights")
+        return torch.from_numpy(np.asarray(WEIGHTS_CODECS[s.codec].decode(s, self.layout)))
+
+    def loss_weights(self) -> torch.Tensor:
+        """Per-sample loss weights: the recipe's scheme applied, globally normalised if it says so."""
+        w = self.recipe["weighting"]
+        return loss_weights(self.stored_weights(), self.classes(), self.num_classes, w["scheme"], w["normalization"])
+
+    def verify(self) -> None:
+        """Check every checksum and the content hash, and decode everything once."""
+        self.container.verify_content_hash()
+        self.samples()
+        self._labels = None
+        self.loss_weights()
+
+    def close(self) -> None:
+        self.container.close()
+
+    def __enter__(self) -> "DDFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open(location: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> DDFile:  # noqa: A001
+    """Open a ``.dd`` file (path or URL) for reading; nothing but the header is read yet."""
+    return DDFile(location, limits)

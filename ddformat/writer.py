@@ -1,0 +1,163 @@
+"""``save``: arrays and metadata in, one ``.dd`` file out.
+
+The writer stores samples grouped by class (stable sort by hard label, or by the arg-max of a
+soft label) unless told not to, because grouping makes hard labels nearly free and lets the bit
+account charge sample bits to the class they belong to.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from . import __version__
+from .codecs import LABELS_CODECS, SAMPLES_CODECS, WEIGHTS_CODECS
+from .codecs.base import EncodedSection, Layout, group_counts
+from .container import build, write_atomic
+from .header import LOSSES, WEIGHT_NORMALIZATIONS, WEIGHT_SCHEMES
+from .limits import DEFAULT_LIMITS, SAMPLE_DTYPES
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def _numpy(x: ArrayLike | Sequence[Any]) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _classes_of(labels: np.ndarray) -> np.ndarray:
+    return labels.astype(np.int64) if labels.ndim == 1 else labels.argmax(axis=1).astype(np.int64)
+
+
+def _check_labels(labels: np.ndarray, n: int, num_classes: int) -> None:
+    if labels.shape[0] != n:
+        raise ValueError(f"{labels.shape[0]} labels for {n} samples")
+    if labels.ndim == 1:
+        if labels.dtype.kind not in "iu":
+            raise ValueError("hard labels must be integers")
+        if n and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(f"hard labels must lie in [0, {num_classes})")
+    elif labels.ndim == 2:
+        if labels.shape[1] != num_classes:
+            raise ValueError(f"soft labels have {labels.shape[1]} columns for {num_classes} classes")
+        if not np.all(np.isfinite(labels)) or np.any(labels < 0):
+            raise ValueError("soft labels must be finite and non-negative")
+        if n and not np.allclose(labels.sum(axis=1), 1.0, atol=1e-3):
+            raise ValueError("soft label rows must sum to 1 (pass probabilities, not logits)")
+    else:
+        raise ValueError("labels must be (N,) class indices or (N, K) probabilities")
+
+
+def _recipe(recipe: Mapping[str, Any] | None) -> dict[str, Any]:
+    r = dict(recipe or {})
+    r.setdefault("loss", "ce")
+    r.setdefault("temperature", 1.0)
+    w = dict(r.get("weighting") or {})
+    w.setdefault("scheme", "uniform")
+    w.setdefault("normalization", "global")
+    r["weighting"] = w
+    if r["loss"] not in LOSSES:
+        raise ValueError(f"recipe loss must be one of {LOSSES}")
+    if w["scheme"] not in WEIGHT_SCHEMES or w["normalization"] not in WEIGHT_NORMALIZATIONS:
+        raise ValueError(f"weighting scheme must be one of {WEIGHT_SCHEMES}, normalization one of {WEIGHT_NORMALIZATIONS}")
+    return r
+
+
+def save(
+    path: str | os.PathLike[str],
+    samples: ArrayLike,
+    labels: ArrayLike,
+    *,
+    num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
+    weights: ArrayLike | None = None,
+    name: str = "",
+    value_range: tuple[float, float] | None = None,
+    normalization: Mapping[str, Any] | None = None,
+    recipe: Mapping[str, Any] | None = None,
+    producer: str = "ddformat",
+    producer_version: str = __version__,
+    parameters: Mapping[str, Any] | None = None,
+    source_dataset: str = "",
+    sort_by_class: bool = True,
+    samples_codec: str = "pixels",
+    labels_codec: str | None = None,
+    weights_codec: str | None = None,
+    codec_options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Path:
+    """Write a distilled set to ``path`` atomically and return the path.
+
+    ``samples`` is (N, C, H, W) (any C×H×W, or other ranks up to 4) of uint8, float16 or float32;
+    ``labels`` is (N,) class indices or (N, K) probabilities; ``weights`` is (N,) per-sample
+    values (integer counts or floats) interpreted by ``recipe["weighting"]["scheme"]``.
+    ``codec_options`` maps ``"samples" | "labels" | "weights"`` to keyword options of the codec.
+    """
+    x = _numpy(samples)
+    y = _numpy(labels)
+    if x.ndim < 2 or x.ndim > 5:
+        raise ValueError("samples must be (N, ...) with 1 to 4 sample dimensions")
+    if x.dtype.name not in SAMPLE_DTYPES:
+        raise ValueError(f"sample dtype {x.dtype} is not one of {sorted(SAMPLE_DTYPES)}")
+    n = x.shape[0]
+    if num_classes is None:
+        if y.ndim == 2:
+            num_classes = y.shape[1]
+        elif class_names is not None:
+            num_classes = len(class_names)
+        else:
+            num_classes = int(y.max()) + 1 if n else 1
+    class_names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
+    if len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+    _check_labels(y, n, num_classes)
+    w = None if weights is None else _numpy(weights).reshape(-1)
+    if w is not None and w.shape[0] != n:
+        raise ValueError(f"{w.shape[0]} weights for {n} samples")
+    recipe = _recipe(recipe)
+    if w is None and recipe["weighting"]["scheme"] != "uniform":
+        raise ValueError(f"weighting scheme {recipe['weighting']['scheme']!r} needs weights")
+
+    classes = _classes_of(y)
+    if sort_by_class:
+        order = np.argsort(classes, kind="stable")
+        x, y, classes = x[order], y[order], classes[order]
+        w = None if w is None else w[order]
+    groups = group_counts(classes, num_classes)
+
+    layout = Layout(n, num_classes, tuple(int(s) for s in x.shape[1:]), x.dtype.name,
+                    DEFAULT_LIMITS.max_decoded_bytes)
+    options = codec_options or {}
+    if labels_codec is None:
+        labels_codec = ("grouped" if groups is not None else "indices") if y.ndim == 1 else "dense"
+    if weights_codec is None and w is not None:
+        weights_codec = "counts" if w.dtype.kind in "iu" else "float"
+
+    sections: list[EncodedSection] = list(
+        SAMPLES_CODECS[samples_codec].encode(np.ascontiguousarray(x), layout, groups, **options.get("samples", {})))
+    sections.append(LABELS_CODECS[labels_codec].encode(y, layout, groups, **options.get("labels", {})))
+    if w is not None:
+        sections.append(WEIGHTS_CODECS[weights_codec].encode(w, layout, groups, **options.get("weights", {})))
+
+    dataset = {
+        "name": name,
+        "num_classes": num_classes,
+        "class_names": class_names,
+        "num_samples": n,
+        "sample_shape": list(layout.sample_shape),
+        "sample_dtype": layout.sample_dtype,
+        "value_range": list(value_range) if value_range is not None else
+        ([0.0, 1.0] if x.dtype == np.uint8 else None),
+        "normalization": dict(normalization) if normalization is not None else None,
+    }
+    provenance = {
+        "producer": producer,
+        "producer_version": producer_version,
+        "parameters": dict(parameters or {}),
+        "source_dataset": source_dataset,
+    }
+    return write_atomic(path, build(dataset, provenance, recipe, sections))

@@ -1,0 +1,141 @@
+"""Benchmark ``DistilledDataset.loader`` against ``ImageFolder`` + ``DataLoader`` on the same images.
+
+Cuts ``--num-images`` 3×32×32 patches from the photographs bundled with scikit-image, writes them
+once as a ``.dd`` file and once as an ImageFolder of PNGs, checks that both pipelines yield the
+same normalised tensors, then times full shuffled epochs of batches of ``--batch-size`` (after
+one untimed warm-up epoch each) and prints batches/s and the ratio.
+
+    python tools/bench_loader.py [--device cuda] [--epochs 3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from skimage import data as skdata
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+from tqdm import tqdm
+
+import ddformat
+from ddformat import DistilledDataset
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")
+MEAN = [0.4914, 0.4822, 0.4465]
+STD = [0.2470, 0.2435, 0.2616]
+NUM_CLASSES = 10
+
+
+def photo_patches(n: int, size: int, seed: int) -> np.ndarray:
+    """(n, 3, size, size) uint8 patches cut at random places from real photographs."""
+    rng = np.random.default_rng(seed)
+    photos = [getattr(skdata, name)()[..., :3] for name in PHOTOS]
+    out = np.empty((n, 3, size, size), dtype=np.uint8)
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        r = rng.integers(0, photo.shape[0] - size + 1)
+        c = rng.integers(0, photo.shape[1] - size + 1)
+        out[i] = photo[r:r + size, c:c + size].transpose(2, 0, 1)
+    return out
+
+
+def write_image_folder(root: Path, images: np.ndarray, labels: np.ndarray) -> int:
+    """One PNG per image under ``root/class_XX/``; returns the bytes written."""
+    total = 0
+    for i, (img, y) in enumerate(tqdm(zip(images, labels), total=len(images), desc="writing PNGs")):
+        path = root / f"class_{y:02d}" / f"{i:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img.transpose(1, 2, 0)).save(path)
+        total += path.stat().st_size
+    return total
+
+
+def time_epochs(batches_of_epoch, epochs: int, device: torch.device) -> tuple[float, int]:
+    """Seconds for ``epochs`` full passes (after one warm-up pass) and the batches they yielded."""
+    def one_pass() -> int:
+        count = 0
+        for x, y, *_ in batches_of_epoch():
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            count += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return count
+
+    one_pass()
+    start = time.perf_counter()
+    batches = sum(one_pass() for _ in range(epochs))
+    return time.perf_counter() - start, batches
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num-images", type=int, default=10_000)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers for ImageFolder")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+
+    images = photo_patches(args.num_images, 32, args.seed)
+    labels = np.arange(args.num_images) % NUM_CLASSES
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        dd_path = ddformat.save(tmp / "bench.dd", images, labels, num_classes=NUM_CLASSES,
+                                normalization={"mean": MEAN, "std": STD, "applied": False})
+        folder_bytes = write_image_folder(tmp / "folder", images, labels)
+
+        start = time.perf_counter()
+        dd = DistilledDataset(dd_path, device=device)
+        dd_setup = time.perf_counter() - start
+        start = time.perf_counter()
+        folder = datasets.ImageFolder(tmp / "folder", transform=transforms.Compose(
+            [transforms.ToTensor(), transforms.Normalize(MEAN, STD)]))
+        folder_setup = time.perf_counter() - start
+        max_diff = max(float((dd.samples[i].cpu() - folder[i][0]).abs().max()) for i in range(0, len(dd), 97))
+
+        dd_loader = dd.loader(args.batch_size, shuffle=True, seed=args.seed)
+        folder_loader = DataLoader(folder, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
+                                   persistent_workers=args.workers > 0, pin_memory=device.type == "cuda")
+        dd_seconds, dd_batches = time_epochs(lambda: dd_loader, args.epochs, device)
+        folder_seconds, folder_batches = time_epochs(lambda: folder_loader, args.epochs, device)
+
+    rows = [
+        {"pipeline": "ddformat DistilledDataset.loader", "setup_s": dd_setup, "seconds": dd_seconds,
+         "batches": dd_batches, "stored_bytes": dd.size},
+        {"pipeline": f"ImageFolder+DataLoader(workers={args.workers})", "setup_s": folder_setup,
+         "seconds": folder_seconds, "batches": folder_batches, "stored_bytes": folder_bytes},
+    ]
+    for row in rows:
+        row["batches_per_s"] = row["batches"] / row["seconds"]
+        row["images_per_s"] = row["batches_per_s"] * args.batch_size
+    ratio = rows[0]["batches_per_s"] / rows[1]["batches_per_s"]
+
+    print(f"\n{args.num_images} images 3x32x32, batch {args.batch_size}, {args.epochs} timed epoch(s), "
+          f"device {device}, torch {torch.__version__}, {platform.processor() or platform.machine()}")
+    print(f"same images check: max |dd - ImageFolder| = {max_diff:.2e}")
+    print(f"{'pipeline':<40} {'stored MB':>9} {'setup s':>8} {'batches':>8} {'s':>8} {'batches/s':>10} {'images/s':>10}")
+    for row in rows:
+        print(f"{row['pipeline']:<40} {row['stored_bytes'] / 1e6:>9.2f} {row['setup_s']:>8.3f} {row['batches']:>8d} "
+              f"{row['seconds']:>8.3f} {row['batches_per_s']:>10.1f} {row['images_per_s']:>10.0f}")
+    print(f"ratio (ddformat / ImageFolder batches per second): {ratio:.1f}x")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "num_images": args.num_images, "batch_size": args.batch_size, "epochs": args.epochs,
+            "workers": args.workers, "device": str(device), "torch": torch.__version__,
+            "max_abs_diff": max_diff, "results": rows, "ratio": ratio}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""Regenerate ``spec/vectors/``: small valid files with the SHA-256 of their decoded tensors, and
+invalid files with the error a reader must raise.
+
+    python tools/make_vectors.py [--out spec/vectors]
+
+Every file is deterministic, so regenerating after an intended format change shows exactly what
+changed in ``git diff``. Invalid files are made from valid ones with all checks but the one
+under test kept consistent (CRCs recomputed), so each pins one rule of the spec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import struct
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import msgpack
+import numpy as np
+import torch
+
+import ddformat
+from ddformat.bits import bit_account
+from ddformat.codecs import LABELS_CODECS, SAMPLES_CODECS
+from ddformat.codecs.base import EncodedSection, Layout
+from ddformat.container import build, pack_preamble
+from ddformat.limits import DEFAULT_LIMITS, PREAMBLE_SIZE
+
+
+def decoded_digests(f: ddformat.DDFile) -> dict[str, str | None]:
+    """SHA-256 of each decoded tensor's C-order little-endian bytes (spec § 7)."""
+
+    def digest(t: torch.Tensor | None) -> str | None:
+        if t is None:
+            return None
+        a = t.cpu().numpy()
+        return hashlib.sha256(np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()).hexdigest()
+
+    return {"samples": digest(f.samples()), "labels": digest(f.labels()), "weights": digest(f.stored_weights())}
+
+
+def _rng_images(seed: int, n: int, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if dtype == "uint8":
+        base = np.linspace(0, 255, shape[-1] * shape[-2]).reshape(shape[-2], shape[-1])
+        noise = rng.integers(0, 40, size=(n, *shape))
+        return np.clip(base + noise, 0, 255).astype(np.uint8)
+    return rng.normal(size=(n, *shape)).astype(dtype)
+
+
+def _soft(seed: int, n: int, k: int) -> np.ndarray:
+    logits = np.random.default_rng(seed).normal(scale=2.0, size=(n, k))
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def valid_files(out: Path) -> dict[str, Path]:
+    files = {}
+    files["hard_grouped_uint8"] = ddformat.save(
+        out / "hard_grouped_uint8.dd", _rng_images(0, 6, (1, 8, 8), "uint8"), np.array([2, 0, 1, 0, 2, 1]),
+        num_classes=3, class_names=["zero", "one", "two"], name="vector-hard-grouped")
+    files["hard_indices_float32"] = ddformat.save(
+        out / "hard_indices_float32.dd", _rng_images(1, 7, (3, 4, 4), "float32"), np.array([1, 0, 1, 1, 0, 3, 2]),
+        num_classes=4, sort_by_class=False, name="vector-hard-indices",
+        normalization={"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "applied": True},
+        recipe={"loss": "ce", "epochs": 300, "batch_size": 256, "architecture": "ConvNet-D3",
+                "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9}})
+    files["soft_dense_float16_counts_sqrt"] = ddformat.save(
+        out / "soft_dense_float16_counts_sqrt.dd", _rng_images(2, 8, (2, 3, 5), "float16"), _soft(2, 8, 3),
+        weights=np.array([5, 1, 9, 3, 2, 2, 7, 1], dtype=np.int64), name="vector-soft-dense",
+        recipe={"loss": "kl", "temperature": 20.0, "weighting": {"scheme": "sqrt", "normalization": "global"}})
+    files["soft_topk_float_weights_batch"] = ddformat.save(
+        out / "soft_topk_float_weights_batch.dd", _rng_images(3, 9, (1, 6, 6), "uint8"), _soft(3, 9, 5),
+        weights=np.linspace(0.5, 2.0, 9).astype(np.float32), labels_codec="topk",
+        codec_options={"labels": {"k": 2, "bits": 6}}, name="vector-soft-topk",
+        recipe={"loss": "kl", "temperature": 4.0, "weighting": {"scheme": "explicit", "normalization": "batch"}})
+    files["unknown_optional_section"] = _with_extra_section(
+        out / "unknown_optional_section.dd", EncodedSection("vendor.note", "utf8", "other", b"skip me", required=False))
+    return files
+
+
+def _base_sections(n: int = 6, k: int = 2) -> tuple[dict[str, Any], list[EncodedSection]]:
+    x = _rng_images(9, n, (1, 4, 4), "uint8")
+    y = np.repeat(np.arange(k), n // k)
+    layout = Layout(n, k, (1, 4, 4), "uint8", DEFAULT_LIMITS.max_decoded_bytes)
+    groups = [n // k] * k
+    sections = list(SAMPLES_CODECS["pixels"].encode(x, layout, groups))
+    sections.append(LABELS_CODECS["grouped"].encode(y, layout, groups))
+    dataset = {"name": "vector", "num_classes": k, "class_names": [str(c) for c in range(k)], "num_samples": n,
+               "sample_shape": [1, 4, 4], "sample_dtype": "uint8", "value_range": [0.0, 1.0], "normalization": None}
+    return dataset, sections
+
+
+_PROVENANCE = {"producer": "tools/make_vectors.py", "producer_version": ddformat.__version__,
+               "parameters": {}, "source_dataset": "synthetic"}
+_RECIPE = {"loss": "ce", "temperature": 1.0, "weighting": {"scheme": "uniform", "normalization": "global"}}
+
+
+def _with_extra_section(path: Path, extra: EncodedSection) -> Path:
+    dataset, sections = _base_sections()
+    path.write_bytes(build(dataset, _PROVENANCE, _RECIPE, [*sections, extra]))
+    return path
+
+
+def _split(data: bytes) -> tuple[dict[str, Any], bytes]:
+    (h,) = struct.unpack_from("<I", data, 12)
+    return msgpack.unpackb(data[PREAMBLE_SIZE:PREAMBLE_SIZE + h]), data[PREAMBLE_SIZE + h:]
+
+
+def reheader(data: bytes, edit: Callable[[dict[str, Any]], None], rebits: bool = False) -> bytes:
+    """Edit the header and re-lay the file so that every CRC and offset (and, with ``rebits``,
+    the bit account) stays consistent."""
+    header, _ = _split(data)
+    bodies = [data[s["offset"]:s["offset"] + s["length"]] for s in header["sections"]]
+    edit(header)
+    raw = b""
+    for _ in range(8):
+        pos = PREAMBLE_SIZE + len(raw)
+        for s in header["sections"]:
+            pos = -(-pos // s["alignment"]) * s["alignment"]
+            s["offset"] = pos
+            pos += s["length"]
+        if rebits:
+            _rebits(header, pos, len(raw))
+        packed = msgpack.packb(header, use_bin_type=True)
+        if len(packed) == len(raw):
+            raw = packed
+            break
+        raw = packed
+    else:
+        raise RuntimeError("header length did not settle")
+    out = bytearray(pos)
+    out[PREAMBLE_SIZE:PREAMBLE_SIZE + len(raw)] = raw
+    for s, b in zip(header["sections"], bodies):
+        out[s["offset"]:s["offset"] + s["length"]] = b
+    out[:PREAMBLE_SIZE] = pack_preamble(raw, pos)
+    return bytes(out)
+
+
+def _rebits(header: dict[str, Any], file_length: int, header_length: int) -> None:
+    secs = [SimpleNamespace(component=s["component"], length=s["length"], class_bytes=s.get("class_bytes"))
+            for s in header["sections"]]
+    header["bits"] = bit_account(header_length, file_length, secs, header["dataset"]["num_classes"])
+
+
+def _patch_preamble(data: bytes, **fields: int) -> bytes:
+    """Change preamble fields (``major``, ``header_length``) and recompute the preamble CRC."""
+    pre = bytearray(data[:PREAMBLE_SIZE])
+    for name, value in fields.items():
+        struct.pack_into(*{"major": ("<H", pre, 8), "header_length": ("<I", pre, 12)}[name], value)
+    struct.pack_into("<I", pre, 28, zlib.crc32(bytes(pre[:28])))
+    return bytes(pre) + data[PREAMBLE_SIZE:]
+
+
+def _flip(data: bytes, i: int) -> bytes:
+    return data[:i] + bytes([data[i] ^ 0x40]) + data[i + 1:]
+
+
+def invalid_files(base: bytes) -> dict[str, tuple[bytes, str]]:
+    header, _ = _split(base)
+    samples, labels = header["sections"]
+    assert labels["offset"] > samples["offset"] + samples["length"], "base vector needs padding before labels"
+
+    def unknown_required(h: dict[str, Any]) -> None:
+        h["sections"].append({"kind": "vendor.secret", "codec": "x", "component": "other", "offset": 0,
+                              "length": 0, "alignment": 1, "crc32": 0, "required": True, "params": {},
+                              "class_bytes": None})
+
+    def wrong_bits(h: dict[str, Any]) -> None:
+        h["bits"]["components"]["samples"] += 8
+        h["bits"]["components"]["container"] -= 8
+
+    def no_classes(h: dict[str, Any]) -> None:
+        del h["dataset"]["num_classes"]
+
+    def rows_mismatch(h: dict[str, Any]) -> None:
+        h["sections"][0]["params"]["frame_rows"] = [r + 1 for r in h["sections"][0]["params"]["frame_rows"]]
+
+    return {
+        "text_mode_crlf_to_lf": (base.replace(b"\r\n", b"\n", 1), "MagicError"),
+        "not_a_dd_file": (b"PK\x03\x04" + bytes(60), "MagicError"),
+        "truncated": (base[:-3], "TruncatedError"),
+        "appended_bytes": (base + b"\0", "TruncatedError"),
+        "preamble_bit_flip": (_flip(base, 13), "ChecksumError"),
+        "major_version_2": (_patch_preamble(base, major=2), "VersionError"),
+        "header_length_over_limit": (_patch_preamble(base, header_length=2**31), "LimitError"),
+        "header_bit_flip": (_flip(base, PREAMBLE_SIZE + 5), "ChecksumError"),
+        "samples_bit_flip": (_flip(base, samples["offset"] + 2), "ChecksumError"),
+        "nonzero_padding": (_flip(base, labels["offset"] - 1), "LayoutError"),
+        "unknown_required_section": (reheader(base, unknown_required, rebits=True), "UnsupportedError"),
+        "bit_account_mismatch": (reheader(base, wrong_bits), "BitAccountError"),
+        "schema_missing_num_classes": (reheader(base, no_classes), "HeaderError"),
+        "pixels_frame_rows_mismatch": (reheader(base, rows_mismatch), "DecodeError"),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "spec" / "vectors")
+    args = ap.parse_args()
+    valid_dir, invalid_dir = args.out / "valid", args.out / "invalid"
+    for d in (valid_dir, invalid_dir):
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+    for name, path in valid_files(valid_dir).items():
+        with ddformat.open(path) as f:
+            f.verify()
+            meta = {"num_classes": f.num_classes, "num_samples": f.num_samples, "size": f.size, "bpc": f.bpc,
+                    "sha256": decoded_digests(f)}
+        (valid_dir / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
+    dataset, sections = _base_sections()
+    for name, (data, error) in invalid_files(build(dataset, _PROVENANCE, _RECIPE, sections)).items():
+        (invalid_dir / f"{name}.dd").write_bytes(data)
+        (invalid_dir / f"{name}.json").write_text(json.dumps({"error": error}) + "\n")
+    print(f"wrote {len(list(valid_dir.glob('*.dd')))} valid and {len(list(invalid_dir.glob('*.dd')))} invalid vectors to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
