@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,6 +209,12 @@ def _fail(args: argparse.Namespace, message: str, status: int) -> int:
     return status
 
 
+def _warn(args: argparse.Namespace) -> Callable[..., None]:
+    def show(message: Warning | str, *_: Any, **__: Any) -> None:
+        print(f"ddformat {args.command}: warning: {message}", file=sys.stderr)
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
     try:
@@ -215,7 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 2
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warn(args)
+            return args.run(args)
     except (FormatError, ValueError) as exc:
         return _fail(args, str(exc), 1)
     except UsageError as exc:

@@ -25,7 +25,7 @@ NAME_CHARS = 24
 
 
 def _displayable(x: torch.Tensor, dataset: dict[str, Any]) -> torch.Tensor:
-    """(N, C, H, W) stored samples → (N, 3, H, W) uint8."""
+    """(N, C, H, W) stored samples → (N, 3, H, W) uint8; min-max is taken over these samples."""
     if x.dtype != torch.uint8:
         x = x.float()
         norm = dataset["normalization"]
@@ -88,15 +88,17 @@ def preview(dd: DDFile, *, per_class: int = 8, classes: int | None = None, scale
         raise ValueError(f"preview shows C×H×W samples with 1 or 3 channels; this file's samples are "
                          f"{'×'.join(map(str, shape))}")
     if per_class < 1 or scale < 1 or (classes is not None and classes < 1):
-        raise ValueError("--per-class, --classes and --scale must be at least 1")
+        raise ValueError("per_class, classes and scale must be at least 1")
     shown = dd.num_classes if classes is None else min(classes, dd.num_classes)
     of_class = dd.classes()
     picks = [torch.nonzero(of_class == c).flatten()[:per_class] for c in range(shown)]
     columns = max(1, max(len(p) for p in picks))
-    samples = _displayable(dd.samples(), dd.dataset)
+    samples = _displayable(dd.samples()[torch.cat(picks)], dd.dataset)
     cells = torch.zeros((shown * columns, 3, shape[1], shape[2]), dtype=torch.uint8)
+    start = 0
     for c, p in enumerate(picks):
-        cells[c * columns:c * columns + len(p)] = samples[p]
+        cells[c * columns:c * columns + len(p)] = samples[start:start + len(p)]
+        start += len(p)
     grid = Image.fromarray(np.ascontiguousarray(tile(cells, columns)))
     if scale > 1:
         grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)

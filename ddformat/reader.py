@@ -135,7 +135,12 @@ class DDFile:
     def loss_weights(self) -> torch.Tensor:
         """Per-sample loss weights: the recipe's scheme applied, globally normalised if it says so."""
         w = self.recipe["weighting"]
-        return loss_weights(self.stored_weights(), self.classes(), self.num_classes, w["scheme"], w["normalization"])
+        try:
+            return loss_weights(self.stored_weights(), self.classes(), self.num_classes, w["scheme"],
+                                w["normalization"])
+        except ValueError as exc:
+            raise FormatError(f"stored weights cannot be turned into loss weights: {exc}", section="weights",
+                              field="recipe.weighting") from None
 
     def verify(self) -> None:
         """Check every checksum and the content hash, and decode everything once."""

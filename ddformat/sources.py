@@ -43,7 +43,7 @@ class LocalSource:
 class RemoteSource:
     """Any fsspec URL (``https://``, ``s3://``, ...); HTTP(S) is served with range requests."""
 
-    def __init__(self, url: str, block_size: int = 2**20) -> None:
+    def __init__(self, url: str, block_size: int = 2**18) -> None:
         import fsspec
 
         self.url = url

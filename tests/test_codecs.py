@@ -219,10 +219,22 @@ def test_index_labels_bitstream_is_pinned():
     assert e.params == {"tables": 5, "table_compression": "none", "words": 2}
 
 
-def test_ans_model_frequencies_are_exact_integers():
-    counts = np.array([0, 5, 0, 1, 1000, 3])
-    present, model = frames._model(counts)
-    assert present.tolist() == [1, 3, 4, 5] and model is not None
+def test_ans_model_uses_exactly_the_integer_frequencies():
+    """constriction must code with the frequencies frames.model_frequencies defines, so the
+    format does not depend on its float quantiser: pushing one symbol onto an empty coder
+    leaves the state equal to that symbol's left cumulative frequency."""
+    import constriction
+
+    counts = np.array([7, 0, 3, 1000, 1, 1, 0, 250000])
+    present, freq = frames.model_frequencies(counts)
+    assert present.tolist() == [0, 2, 3, 4, 5, 7]
+    assert freq.sum() == 2**24 and (freq >= 1).all()
+    _, model = frames._model(counts)
+    left = np.concatenate(([0], np.cumsum(freq)[:-1]))
+    for s in range(1, len(present)):
+        coder = constriction.stream.stack.AnsCoder()
+        coder.encode_reverse(np.array([s], dtype=np.int32), model)
+        assert coder.get_compressed().tolist() == [left[s]]
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])

@@ -1,5 +1,4 @@
 import pickle
-import warnings
 
 import numpy as np
 import pytest
@@ -280,11 +279,13 @@ def test_export_refuses_a_non_empty_directory_and_non_images(tmp_path, digits_fe
         export_imagefolder(flat, tmp_path / "out")
 
 
-def test_tensor_export_warns_that_weights_are_left_out(tmp_path, digits_few):
+def test_tensor_files_carry_weights_both_ways(tmp_path, digits_few):
     images, labels = digits_few
-    dd_path = ddformat.save(tmp_path / "w.dd", images, labels, weights=np.ones(len(images), np.float32),
-                            recipe={"weighting": {"scheme": "explicit", "normalization": "none"}})
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        export_tensor_files(dd_path, tmp_path / "out")
-    assert any("weights" in str(w.message) for w in caught)
+    counts = torch.arange(1, len(images) + 1)
+    save_tensor_dir(tmp_path / "src", images=images, labels=labels, weights=counts)
+    dd_path = import_tensor_files(tmp_path / "src", tmp_path / "w.dd")
+    with ddformat.open(dd_path) as f:
+        assert torch.equal(f.stored_weights(), counts)
+        assert f.recipe["weighting"] == {"scheme": "sqrt", "normalization": "global"}
+    export_tensor_files(dd_path, tmp_path / "out")
+    assert torch.equal(torch.load(tmp_path / "out" / "weights.pt", weights_only=True), counts)

@@ -72,8 +72,7 @@ def main() -> None:
     for name, t in (("images", images), ("labels", labels), ("weights", counts)):
         torch.save(t, tensors / f"{name}.pt")
     dd_path = args.out / f"mnist_kmeans_ipc{args.ipc}.dd"
-    cli.main(["convert", str(tensors), str(dd_path), "--name", f"mnist-kmeans-ipc{args.ipc}",
-              "--weighting", "sqrt"])
+    cli.main(["convert", str(tensors), str(dd_path), "--name", f"mnist-kmeans-ipc{args.ipc}"])
     cli.main(["inspect", str(dd_path)])
 
     xr, yr = random_subset(x_train, y_train, args.ipc, args.seed)

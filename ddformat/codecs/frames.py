@@ -326,22 +326,32 @@ def unpack_tables(section: Section, blob: memoryview, compression: str, sizes: S
 # --------------------------------------------------------------------------- ANS with stored histograms
 
 
-def _model(counts: np.ndarray) -> tuple[np.ndarray, Any]:
-    """Present symbols and the categorical model over them, defined by integers only."""
+def model_frequencies(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The symbols present in a histogram and their integer ANS frequencies (summing to
+    ``2**24``): each gets 1, and the remaining ``2**24 - n`` are apportioned in proportion to
+    the counts by largest remainder, ties to the lower symbol."""
     present = np.flatnonzero(counts)
     n = present.size
-    if n < 2:
-        return present, None
     c = counts[present].astype(np.int64)
-    total = int(c.sum())
     free = (1 << ANS_PRECISION) - n
+    if n == 0:
+        return present, c
     scaled = c * free
+    total = int(c.sum())
     weights = scaled // total
     remainder = scaled - weights * total
     short = free - int(weights.sum())
     weights[np.lexsort((np.arange(n), -remainder))[:short]] += 1
-    model = constriction.stream.model.Categorical(weights.astype(np.float64), perfect=False)
-    return present, model
+    return present, weights + 1
+
+
+def _model(counts: np.ndarray) -> tuple[np.ndarray, Any]:
+    """Present symbols and a constriction model with exactly :func:`model_frequencies`
+    (``None`` when fewer than two symbols occur: nothing needs coding then)."""
+    present, freq = model_frequencies(counts)
+    if present.size < 2:
+        return present, None
+    return present, constriction.stream.model.Categorical((freq - 1).astype(np.float64), perfect=False)
 
 
 def ans_encode(streams: Sequence[tuple[np.ndarray, np.ndarray]]) -> bytes:

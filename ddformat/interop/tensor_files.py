@@ -6,6 +6,8 @@ distilled set as a directory of ``torch.save``'d tensors::
     images.pt | images_best.pt   float32 (N, C, H, W), usually already normalised (or uint8)
     labels.pt | labels_best.pt   int64 (N,) class indices, or float (N, K) probabilities / logits
     lr.pt     | lr_best.pt       the learned student learning rate (0-d tensor or a float)
+    weights.pt| weights_best.pt  optional (N,) per-sample weights: integer cluster counts (DDOQ)
+                                 or floats; not written by those tools, read so weighted sets fit
 
 Every file is read with ``torch.load(..., weights_only=True)``, which builds tensors and plain
 containers but never runs code from the file, and anything other than a tensor is refused.
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
@@ -188,6 +189,8 @@ def import_tensor_files(
       images must be class-ordered with the same count per class (DD-Ranking allows this) and
       ``num_classes`` must be given.
     - A learned learning rate becomes ``recipe.optimizer = {"name": "sgd", "lr": lr}``.
+    - ``weights.pt`` becomes the weights section: integer counts weighted by DDOQ's ``sqrt``
+      scheme (Eq. 34), floats ``explicit``; a ``recipe`` keyword overrides the scheme.
     - ``zca=True`` records ``provenance.parameters.zca = True``: the images live in the ZCA-whitened
       space of the normalised real data (MTT's ``--zca``), so real data must be whitened alike.
 
@@ -196,7 +199,8 @@ def import_tensor_files(
     directory = Path(directory)
     if suffix is None:
         suffix = "_best" if (directory / "images_best.pt").is_file() else ""
-    images_path, labels_path, lr_path = (directory / f"{stem}{suffix}.pt" for stem in ("images", "labels", "lr"))
+    images_path, labels_path, lr_path, weights_path = (
+        directory / f"{stem}{suffix}.pt" for stem in ("images", "labels", "lr", "weights"))
     if not images_path.is_file():
         raise ValueError(f"{directory}: no {images_path.name} (expected images.pt or images_best.pt)")
     if (mean is not None or std is not None) and save_kwargs.get("normalization") is not None:
@@ -217,6 +221,12 @@ def import_tensor_files(
         parameters["lr_file"] = lr_path.name
     if zca:
         parameters["zca"] = True
+    if weights_path.is_file():
+        weights = load_tensor(weights_path).reshape(-1).numpy()
+        save_kwargs.setdefault("weights", weights)
+        recipe["weighting"] = {"scheme": "sqrt" if weights.dtype.kind in "iu" else "explicit",
+                               "normalization": "global"}
+        parameters["weights_file"] = weights_path.name
     normalization = _normalization(mean, std, pixels.shape[1], applied=pixels.dtype != np.uint8)
     if normalization is not None:
         save_kwargs["normalization"] = normalization
@@ -243,8 +253,8 @@ def export_tensor_files(dd_path: str | os.PathLike[str], out_dir: str | os.PathL
     dtype (normalised floats stay normalised; uint8 stays uint8), ``labels.pt`` int64 class
     indices or float32 (N, K) probabilities, ``lr.pt`` a 0-d float64 tensor of
     ``recipe.optimizer.lr``. Everything loads with ``torch.load(..., weights_only=True)``.
-    Weights and the rest of the recipe have no place in this layout and are not written (a
-    warning says so when the file has weights). Refuses to overwrite existing files.
+    ``weights.pt`` holds the stored weights when the file has them; the rest of the recipe has
+    no place in this layout. Refuses to overwrite existing files.
     """
     out_dir = Path(out_dir)
     with open_dd(dd_path) as dd:
@@ -252,9 +262,9 @@ def export_tensor_files(dd_path: str | os.PathLike[str], out_dir: str | os.PathL
         lr = (dd.recipe.get("optimizer") or {}).get("lr")
         if isinstance(lr, (int, float)) and not isinstance(lr, bool):
             tensors["lr.pt"] = torch.tensor(float(lr), dtype=torch.float64)
-        if dd.container.has("weights"):
-            warnings.warn(f"{dd_path}: per-sample weights are not part of the tensor-file layout and were "
-                          "not written", stacklevel=2)
+        weights = dd.stored_weights()
+        if weights is not None:
+            tensors["weights.pt"] = weights.clone()
     out_dir.mkdir(parents=True, exist_ok=True)
     for filename in tensors:
         if (out_dir / filename).exists():
