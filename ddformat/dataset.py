@@ -18,34 +18,11 @@ from torch.utils.data import Dataset
 
 from .limits import DEFAULT_LIMITS, Limits
 from .reader import DDFile
+from .sample_values import to_model_units
 from .sources import ByteSource
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 Transform = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _training_samples(file: DDFile, device: torch.device, normalize: bool) -> tuple[torch.Tensor, bool]:
-    """Float32 samples in model units, and whether they are normalised.
-
-    uint8 codes map linearly onto the file's ``value_range``; the dataset normalisation is
-    applied unless the file says it already was, or the caller asked for raw values.
-    """
-    info = file.dataset
-    x = file.samples(device)
-    if x.dtype == torch.uint8:
-        lo, hi = info["value_range"] or (0.0, 1.0)
-        x = x.to(torch.float32).mul_((hi - lo) / 255.0).add_(lo)
-    else:
-        x = x.to(torch.float32)
-    norm = info["normalization"]
-    if norm is None:
-        return x, False
-    if norm["applied"] or not normalize:
-        return x, norm["applied"]
-    per_channel = (1, -1) + (1,) * (x.ndim - 2)
-    mean = torch.tensor(norm["mean"], dtype=torch.float32, device=device).view(per_channel)
-    std = torch.tensor(norm["std"], dtype=torch.float32, device=device).view(per_channel)
-    return x.sub_(mean).div_(std), True
 
 
 class DistilledDataset(Dataset):
@@ -73,7 +50,7 @@ class DistilledDataset(Dataset):
             self.size: int = file.size
             self.bpc: float = file.bpc
             self.label_kind: str = file.label_kind
-            self.samples, self.normalized = _training_samples(file, self.device, normalize)
+            self.samples, self.normalized = to_model_units(file.samples(self.device), file.dataset, normalize)
             self.labels: torch.Tensor = file.labels().to(self.device)
             self.weights: torch.Tensor = file.loss_weights().to(self.device)
 

@@ -14,6 +14,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .reader import DDFile
+from .sample_values import to_pixels
 
 try:
     from torchvision.utils import make_grid
@@ -25,17 +26,9 @@ NAME_CHARS = 24
 
 
 def _displayable(x: torch.Tensor, dataset: dict[str, Any]) -> torch.Tensor:
-    """(N, C, H, W) stored samples → (N, 3, H, W) uint8; min-max is taken over these samples."""
-    if x.dtype != torch.uint8:
-        x = x.float()
-        norm = dataset["normalization"]
-        if norm is not None and norm["applied"]:
-            x = x * torch.tensor(norm["std"]).view(1, -1, 1, 1) + torch.tensor(norm["mean"]).view(1, -1, 1, 1)
-        if dataset["value_range"] is not None:
-            lo, hi = dataset["value_range"]
-        else:
-            lo, hi = (x.min().item(), x.max().item()) if x.numel() else (0.0, 1.0)
-        x = ((x - lo) / max(hi - lo, 1e-12)).clamp(0, 1).mul(255).round().to(torch.uint8)
+    """(N, C, H, W) stored samples → (N, 3, H, W) uint8; min-max over these samples when the
+    file gives no value range."""
+    x = to_pixels(x, dataset, unknown_range="minmax")
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 

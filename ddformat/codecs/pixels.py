@@ -56,14 +56,17 @@ def _med_forward(x: np.ndarray) -> np.ndarray:
 
 
 def _med_inverse(r: np.ndarray) -> np.ndarray:
+    """Undo ``med`` one anti-diagonal at a time, with all samples and channels on the last
+    (contiguous) axis so that each step is a few wide vector operations."""
     h, w = r.shape[-2:]
-    p = np.zeros((*r.shape[:-2], h + 1, w + 1), dtype=np.int16)
+    planes = np.moveaxis(r.reshape(-1, h, w), 0, -1)
+    p = np.zeros((h + 1, w + 1, planes.shape[-1]), dtype=np.int16)
     for d in range(h + w - 1):
         i = np.arange(max(0, d - w + 1), min(h, d + 1))
         j = d - i
-        pred = _med(p[..., i + 1, j], p[..., i, j + 1], p[..., i, j])
-        p[..., i + 1, j + 1] = (r[..., i, j] + pred) & 0xFF
-    return p[..., 1:, 1:].astype(np.uint8)
+        pred = _med(p[i + 1, j], p[i, j + 1], p[i, j])
+        p[i + 1, j + 1] = (planes[i, j] + pred) & 0xFF
+    return np.ascontiguousarray(np.moveaxis(p[1:, 1:], -1, 0)).astype(np.uint8).reshape(r.shape)
 
 
 def _forward(name: str, x: np.ndarray) -> np.ndarray:

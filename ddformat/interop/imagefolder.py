@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from ..reader import open as open_dd
+from ..sample_values import to_pixels
 from ..writer import save
 from .tensor_files import SoftLabelKind, label_array, load_tensor, merged_save_options
 
@@ -201,19 +202,6 @@ def _soft_labels(path: Path, kind: SoftLabelKind, n: int, num_classes: int,
     return labels
 
 
-def _uint8_images(samples: torch.Tensor, dataset: dict[str, Any]) -> np.ndarray:
-    """Samples as 8-bit pixels: uint8 as stored; floats de-normalised, mapped to [0, 1], rounded."""
-    if samples.dtype == torch.uint8:
-        return samples.numpy()
-    x = samples.to(torch.float64)
-    norm = dataset["normalization"]
-    if norm is not None and norm["applied"]:
-        mean, std = (torch.tensor(norm[k], dtype=torch.float64).reshape(-1, 1, 1) for k in ("mean", "std"))
-        x = x * std + mean
-    lo, hi = dataset["value_range"] or (0.0, 1.0)
-    return ((x - lo) / (hi - lo)).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
-
-
 def _pil_format(format: str) -> str:
     pil = Image.registered_extensions().get("." + format.lower())
     if pil is None or pil not in Image.SAVE:
@@ -263,7 +251,7 @@ def export_imagefolder(
             raise ValueError(f"{dd_path}: samples of shape {shape} are not 1- or 3-channel (C, H, W) images")
         if any("\n" in n or "\r" in n for n in dd.class_names):
             raise ValueError(f"{dd_path}: a class name contains a line break and cannot go in {CLASS_NAMES_FILE}")
-        images = _uint8_images(dd.samples(), dataset)
+        images = to_pixels(dd.samples(), dataset).numpy()
         classes = dd.classes().numpy()
         labels = dd.labels()
         weights = dd.stored_weights()
