@@ -4,7 +4,8 @@
    space gives IPC prototypes and the number of real digits each one stands for (the cluster
    counts DDOQ keeps as weights).
 2. Save them the way many methods do today: ``images.pt``, ``labels.pt``, ``weights.pt``.
-3. ``ddformat convert`` them into one ``.dd`` file, ``ddformat inspect`` it.
+3. ``ddformat convert`` them into one ``.dd`` file, ``ddformat inspect`` it and write a
+   classes × samples grid with ``ddformat preview``.
 4. Train a ConvNet-D3 from the file with ``DistilledDataset.loader`` and the stored sqrt
    weights, and report bpc and accuracy on the 1,000 held-out real digits, next to a random
    real subset of the same size.
@@ -74,6 +75,7 @@ def main() -> None:
     dd_path = args.out / f"mnist_kmeans_ipc{args.ipc}.dd"
     cli.main(["convert", str(tensors), str(dd_path), "--name", f"mnist-kmeans-ipc{args.ipc}"])
     cli.main(["inspect", str(dd_path)])
+    cli.main(["preview", str(dd_path), "--out", str(args.out / "preview.png"), "--scale", "2"])
 
     xr, yr = random_subset(x_train, y_train, args.ipc, args.seed)
     random_path = ddformat.save(args.out / f"mnist_random_ipc{args.ipc}.dd", xr, yr, name="mnist-random")
