@@ -80,11 +80,16 @@ def _stage(desc: str) -> Iterator[None]:
 
 @command("inspect", "metadata, sections, bit account, labels, weights, recipe and provenance",
          arg("file", help=".dd file (path or URL)"),
-         arg("--json", action="store_true", help="print one JSON object instead of text"))
+         arg("--json", action="store_true", help="print one JSON object instead of text"),
+         arg("--plot", metavar="PNG", help="also draw the bit account (by component and class) to PNG"))
 def run_inspect(args: argparse.Namespace) -> int:
     with open_dd(args.file) as dd:
         report = build_report(dd, args.file)
     print(json.dumps(report, indent=2) if args.json else render_text(report))
+    if args.plot:
+        from .plots import bit_breakdown_png
+
+        bit_breakdown_png(report, args.plot)
     return 0
 
 

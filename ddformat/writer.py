@@ -53,6 +53,12 @@ def _check_labels(labels: np.ndarray, n: int, num_classes: int) -> None:
         raise ValueError("labels must be (N,) class indices or (N, K) probabilities")
 
 
+def _codec(registry: Mapping[str, Any], name: str, kind: str) -> Any:
+    if name not in registry:
+        raise ValueError(f"unknown {kind} codec {name!r}; known: {', '.join(sorted(registry))}")
+    return registry[name]
+
+
 def _recipe(recipe: Mapping[str, Any] | None) -> dict[str, Any]:
     r = dict(recipe or {})
     r.setdefault("loss", "ce")
@@ -137,11 +143,13 @@ def save(
     if weights_codec is None and w is not None:
         weights_codec = "counts" if w.dtype.kind in "iu" else "float"
 
-    sections: list[EncodedSection] = list(
-        SAMPLES_CODECS[samples_codec].encode(np.ascontiguousarray(x), layout, groups, **options.get("samples", {})))
-    sections.append(LABELS_CODECS[labels_codec].encode(y, layout, groups, **options.get("labels", {})))
+    sections: list[EncodedSection] = list(_codec(SAMPLES_CODECS, samples_codec, "samples").encode(
+        np.ascontiguousarray(x), layout, groups, **options.get("samples", {})))
+    sections.append(_codec(LABELS_CODECS, labels_codec, "labels").encode(
+        y, layout, groups, **options.get("labels", {})))
     if w is not None:
-        sections.append(WEIGHTS_CODECS[weights_codec].encode(w, layout, groups, **options.get("weights", {})))
+        sections.append(_codec(WEIGHTS_CODECS, weights_codec, "weights").encode(
+            w, layout, groups, **options.get("weights", {})))
 
     dataset = {
         "name": name,

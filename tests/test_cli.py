@@ -110,6 +110,14 @@ def test_inspect_reports_soft_labels_and_their_kl_to_source(tmp_path: Path, caps
 # --------------------------------------------------------------------------- verify
 
 
+def test_inspect_plot_draws_the_bit_account_as_png(hard: Path, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "bits.png"
+    assert main(["inspect", str(hard), "--plot", str(out)]) == 0
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.width > 400
+
+
 def test_verify_exits_0_on_a_good_file(hard: Path, capsys) -> None:
     assert main(["verify", str(hard)]) == 0
     assert capsys.readouterr().out.startswith(f"OK {hard}")

@@ -74,7 +74,7 @@ def main() -> None:
         torch.save(t, tensors / f"{name}.pt")
     dd_path = args.out / f"mnist_kmeans_ipc{args.ipc}.dd"
     cli.main(["convert", str(tensors), str(dd_path), "--name", f"mnist-kmeans-ipc{args.ipc}"])
-    cli.main(["inspect", str(dd_path)])
+    cli.main(["inspect", str(dd_path), "--plot", str(args.out / "bits.png")])
     cli.main(["preview", str(dd_path), "--out", str(args.out / "preview.png"), "--scale", "2"])
 
     xr, yr = random_subset(x_train, y_train, args.ipc, args.seed)
