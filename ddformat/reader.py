@@ -146,7 +146,6 @@ class DDFile:
         """Check every checksum and the content hash, and decode everything once."""
         self.container.verify_content_hash()
         self.samples()
-        self._labels = None
         self.loss_weights()
 
     def close(self) -> None:
