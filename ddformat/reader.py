@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .bits import bpc
-from .codecs import LABELS_CODECS, SAMPLES_CODECS, WEIGHTS_CODECS, is_known
+from .codecs import LABELS_CODECS, SAMPLES_CODECS, WEIGHTS_CODECS, ZCA_CODECS, is_known
 from .codecs.base import Layout
 from .container import Container
 from .errors import FormatError, HeaderError, LimitError
@@ -132,6 +132,14 @@ class DDFile:
         s = self.container.section("weights")
         return torch.from_numpy(np.asarray(WEIGHTS_CODECS[s.codec].decode(s, self.layout)))
 
+    def zca(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The stored ZCA whitening ``(mean (D,), matrix (D, D))`` of the samples' space, if any."""
+        if not self.container.has("zca"):
+            return None
+        s = self.container.section("zca")
+        mean, matrix = ZCA_CODECS[s.codec].decode(s, self.layout)
+        return torch.from_numpy(mean), torch.from_numpy(matrix)
+
     def loss_weights(self) -> torch.Tensor:
         """Per-sample loss weights: the recipe's scheme applied, globally normalised if it says so."""
         w = self.recipe["weighting"]
@@ -147,6 +155,7 @@ class DDFile:
         self.container.verify_content_hash()
         self.samples()
         self.loss_weights()
+        self.zca()
 
     def close(self) -> None:
         self.container.close()

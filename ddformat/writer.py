@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .codecs import LABELS_CODECS, SAMPLES_CODECS, WEIGHTS_CODECS
+from .codecs import LABELS_CODECS, SAMPLES_CODECS, WEIGHTS_CODECS, ZCA_CODECS
 from .codecs.base import EncodedSection, Layout, group_counts
 from .container import build, write_atomic
 from .header import LOSSES, WEIGHT_NORMALIZATIONS, WEIGHT_SCHEMES
@@ -95,6 +95,7 @@ def save(
     labels_codec: str | None = None,
     weights_codec: str | None = None,
     codec_options: Mapping[str, Mapping[str, Any]] | None = None,
+    zca: tuple[ArrayLike, ArrayLike] | None = None,
 ) -> Path:
     """Write a distilled set to ``path`` atomically and return the path.
 
@@ -102,6 +103,8 @@ def save(
     ``labels`` is (N,) class indices or (N, K) probabilities; ``weights`` is (N,) per-sample
     values (integer counts or floats) interpreted by ``recipe["weighting"]["scheme"]``.
     ``codec_options`` maps ``"samples" | "labels" | "weights"`` to keyword options of the codec.
+    ``zca`` is the ``(mean, matrix)`` of the ZCA whitening the samples were distilled in
+    (D and D×D for D features); consumers apply it to real data before comparing.
     """
     x = _numpy(samples)
     y = _numpy(labels)
@@ -150,6 +153,8 @@ def save(
     if w is not None:
         sections.append(_codec(WEIGHTS_CODECS, weights_codec, "weights").encode(
             w, layout, groups, **options.get("weights", {})))
+    if zca is not None:
+        sections.append(ZCA_CODECS["matrix"].encode(_numpy(zca[0]), _numpy(zca[1]), layout))
 
     dataset = {
         "name": name,

@@ -215,3 +215,15 @@ def test_writer_names_an_unknown_codec(tmp_path):
     with pytest.raises(ValueError, match="unknown labels codec 'fancy'"):
         ddformat.save(tmp_path / "x.dd", np.zeros((2, 1, 2, 2), np.uint8), np.array([0, 1]), labels_codec="fancy")
     assert not (tmp_path / "x.dd").exists()
+
+
+def test_zca_transform_round_trips_and_is_counted_as_other(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 1, 3, 3)).astype(np.float32)
+    mean, matrix = rng.normal(size=9).astype(np.float32), rng.normal(size=(9, 9)).astype(np.float32)
+    path = ddformat.save(tmp_path / "z.dd", x, np.arange(6) % 2, zca=(mean, matrix))
+    with ddformat.open(path) as f:
+        f.verify()
+        got_mean, got_matrix = f.zca()
+        assert np.array_equal(got_mean.numpy(), mean) and np.array_equal(got_matrix.numpy(), matrix)
+        assert f.bits["components"]["other"] == 8 * f.container.entries["zca"].length

@@ -6,14 +6,15 @@ A samples codec may own auxiliary sections named ``"<codec>.<part>"`` (listed in
 
 from __future__ import annotations
 
-from . import hard_labels, pixels, soft_labels, weights
+from . import hard_labels, pixels, soft_labels, weights, zca
 from .base import AuxReader, EncodedSection, Layout, Section
 
 SAMPLES_CODECS = {c.name: c for c in (pixels.PIXELS,)}
 LABELS_CODECS = {c.name: c for c in (hard_labels.GROUPED, hard_labels.INDICES, soft_labels.DENSE, soft_labels.TOPK)}
 WEIGHTS_CODECS = {c.name: c for c in (weights.COUNTS, weights.FLOAT)}
+ZCA_CODECS = {c.name: c for c in (zca.ZCA_MATRIX,)}
 
-_BY_KIND = {"samples": SAMPLES_CODECS, "labels": LABELS_CODECS, "weights": WEIGHTS_CODECS}
+_BY_KIND = {"samples": SAMPLES_CODECS, "labels": LABELS_CODECS, "weights": WEIGHTS_CODECS, "zca": ZCA_CODECS}
 
 
 def is_known(kind: str, codec: str) -> bool:
@@ -26,5 +27,5 @@ def is_known(kind: str, codec: str) -> bool:
 
 __all__ = [
     "AuxReader", "EncodedSection", "Layout", "Section",
-    "SAMPLES_CODECS", "LABELS_CODECS", "WEIGHTS_CODECS", "is_known",
+    "SAMPLES_CODECS", "LABELS_CODECS", "WEIGHTS_CODECS", "ZCA_CODECS", "is_known",
 ]
