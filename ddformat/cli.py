@@ -1,4 +1,4 @@
-"""The ``ddformat`` command: inspect, verify, preview, convert and export ``.dd`` files.
+"""The ``ddformat`` command: inspect, verify, preview, convert, export and eval ``.dd`` files.
 
 Each subcommand is one function registered with :func:`command`, which also declares its
 arguments, so a new subcommand is one new function. Exit status: 0 when all is well; 1 when a
@@ -194,11 +194,49 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("eval", "train students on the file as its recipe says (and on real baselines); report test accuracy",
+         arg("file", help=".dd file (path or URL)"),
+         arg("--test", required=True, help="real data to test on: mnist, digits, textures or lfw"),
+         arg("--seeds", type=int, default=3, help="students per training set (default 3)"),
+         arg("--baseline", action="append", choices=("random", "full"), default=[],
+             help="also train on a random real subset of the same size, or on the full training split"),
+         arg("--device", default="cpu", help="cpu (default) or cuda"),
+         arg("--architecture", help="student network, e.g. convnet-d3, resnet18, resnetap10"),
+         arg("--epochs", type=int), arg("--batch-size", type=int), arg("--lr", type=float),
+         arg("--optimizer", choices=("sgd", "adamw", "adam")),
+         arg("--schedule", choices=("cosine", "step", "constant")),
+         arg("--augmentation", help="comma-separated: dsa, rrc+flip, flip, cutmix, none"),
+         arg("--regime", choices=("hl", "sl", "sl+kd"), help="label regime (paper 002)"),
+         arg("--temperature", type=float, help="KL temperature for sl and sl+kd"),
+         arg("--teacher", help="teacher state dict (.safetensors, or .pt read with weights_only=True)"),
+         arg("--teacher-architecture", help="teacher network (default: the student's)"),
+         arg("--eval-every", type=int, default=0, help="also test every N epochs (for --curve)"),
+         arg("--curve", metavar="PNG", help="draw the mean learning curves to PNG"),
+         arg("--json", action="store_true", help="print one JSON object instead of a table"))
+def run_eval(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_file, results_table
+
+    augmentation = None if args.augmentation is None else tuple(
+        a.strip() for a in args.augmentation.split(",") if a.strip() and a.strip() != "none")
+    report = evaluate_file(
+        args.file, args.test, seeds=range(args.seeds), baselines=args.baseline, device=args.device,
+        teacher=args.teacher, teacher_architecture=args.teacher_architecture, eval_every=args.eval_every,
+        progress=not args.json, architecture=args.architecture, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, optimizer=args.optimizer, schedule=args.schedule, augmentation=augmentation,
+        regime=args.regime, temperature=args.temperature)
+    print(json.dumps(report, indent=2) if args.json else results_table(report))
+    if args.curve:
+        from .plots import learning_curve_png
+
+        learning_curve_png(report, args.curve)
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ddformat", description="Read, check and convert .dd distilled-dataset files.")
+    parser = argparse.ArgumentParser(prog="ddformat", description="Read, check, convert and evaluate .dd distilled-dataset files.")
     parser.add_argument("--version", action="version", version=f"ddformat {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for c in COMMANDS.values():

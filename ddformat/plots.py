@@ -1,4 +1,5 @@
-"""Pictures of a file's bit account: where the bits go, by component and by class.
+"""Pictures people would rather look at than numbers: a file's bit account, students'
+learning curves.
 
 matplotlib is optional (``pip install ddformat[plots]``); nothing else in ddformat needs it.
 """
@@ -6,19 +7,25 @@ matplotlib is optional (``pip install ddformat[plots]``); nothing else in ddform
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 
-def bit_breakdown_png(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Two panels from an ``inspect`` report: KiB by component, and bits per class against
-    the file's bpc."""
+def _pyplot() -> Any:
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError("plotting the bit account needs matplotlib: pip install 'ddformat[plots]'") from None
+        raise ImportError("plots need matplotlib: pip install 'ddformat[plots]'") from None
+    return plt
+
+
+def bit_breakdown_png(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Two panels from an ``inspect`` report: KiB by component, and bits per class against
+    the file's bpc."""
+    plt = _pyplot()
     bits = report["bits"]
     components = {k: v for k, v in bits["components"].items() if v}
     per_class = bits["per_class"]
@@ -34,6 +41,24 @@ def bit_breakdown_png(report: dict[str, Any], path: str | os.PathLike[str]) -> N
     right.set_title("by class")
     right.legend(loc="lower right")
     fig.suptitle(report["name"] or str(report["file"]))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def learning_curve_png(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Mean test accuracy against epochs from an ``eval`` report, one line per training set."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in report["results"]:
+        epochs, acc = zip(*r["curve"])
+        ax.plot(epochs, [100 * a for a in acc], marker="o", label=f"{r['train']} ({r['samples']} samples)")
+    p = report["protocol"]
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"test accuracy on {report['test']} (%)")
+    ax.set_title(f"{Path(report['file']).name}: {p['architecture']}, {p['regime']}")
+    ax.grid(alpha=0.3)
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
