@@ -214,9 +214,9 @@ class RandomResizedCropFlip:
         """torchvision's fallback: the whole image, cut to the nearest allowed aspect ratio."""
         in_ratio = width / height
         if in_ratio < self.ratio[0]:
-            return int(round(width / self.ratio[0])), width
+            return round(width / self.ratio[0]), width
         if in_ratio > self.ratio[1]:
-            return height, int(round(height * self.ratio[1]))
+            return height, round(height * self.ratio[1])
         return height, width
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
