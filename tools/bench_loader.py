@@ -76,6 +76,16 @@ def time_epochs(batches_of_epoch, epochs: int, device: torch.device) -> tuple[fl
     return time.perf_counter() - start, batches
 
 
+def write_both(directory: Path, num_images: int, seed: int) -> tuple[Path, int]:
+    """The same photo patches as ``directory/bench.dd`` and as an ImageFolder ``directory/folder``;
+    returns the .dd path and the folder's size in bytes."""
+    images = photo_patches(num_images, 32, seed)
+    labels = np.arange(num_images) % NUM_CLASSES
+    dd_path = ddformat.save(directory / "bench.dd", images, labels, num_classes=NUM_CLASSES,
+                            normalization={"mean": MEAN, "std": STD, "applied": False})
+    return dd_path, write_image_folder(directory / "folder", images, labels)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num-images", type=int, default=10_000)
@@ -88,13 +98,9 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
 
-    images = photo_patches(args.num_images, 32, args.seed)
-    labels = np.arange(args.num_images) % NUM_CLASSES
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        dd_path = ddformat.save(tmp / "bench.dd", images, labels, num_classes=NUM_CLASSES,
-                                normalization={"mean": MEAN, "std": STD, "applied": False})
-        folder_bytes = write_image_folder(tmp / "folder", images, labels)
+        dd_path, folder_bytes = write_both(tmp, args.num_images, args.seed)
 
         start = time.perf_counter()
         dd = DistilledDataset(dd_path, device=device)

@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -36,8 +35,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-import ddformat
-from bench_loader import MEAN, NUM_CLASSES, STD, photo_patches, write_image_folder
+from bench_loader import MEAN, NUM_CLASSES, STD, write_both
 from ddformat import DistilledDataset
 from ddformat.augment import RandomResizedCropFlip
 from ddformat.losses import weighted_cross_entropy
@@ -112,13 +110,9 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
 
-    images = photo_patches(args.num_images, 32, args.seed)
-    labels = np.arange(args.num_images) % NUM_CLASSES
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        dd_path = ddformat.save(tmp / "bench.dd", images, labels, num_classes=NUM_CLASSES,
-                                normalization={"mean": MEAN, "std": STD, "applied": False})
-        write_image_folder(tmp / "folder", images, labels)
+        dd_path, _ = write_both(tmp, args.num_images, args.seed)
 
         dd = DistilledDataset(dd_path, device=device)
         crop_flip, generator = RandomResizedCropFlip(), torch.Generator().manual_seed(args.seed)
