@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from .augment import build_augmentation, cutmix
 from .dataset import DistilledDataset
 from .losses import soft_kl, weighted_cross_entropy
-from .models import build_model
+from .models import build_model, canonical_architecture
 
 REGIMES = ("hl", "sl", "sl+kd")
 OPTIMIZERS = ("sgd", "adamw", "adam")
@@ -41,7 +41,7 @@ SCHEDULES = ("cosine", "step", "constant")
 class Protocol:
     """How students are trained and evaluated."""
 
-    architecture: str = "convnet-d3"
+    architecture: str = "ConvNet-D3"
     epochs: int = 300
     batch_size: int = 256
     regime: str = "hl"
@@ -101,6 +101,7 @@ def protocol_for(recipe: Mapping[str, Any], label_kind: str, **overrides: Any) -
         values["augmentation"] = tuple(recipe["augmentation"])
     values["weighting"] = dict(recipe.get("weighting") or {"scheme": "uniform", "normalization": "global"})
     values.update(given)
+    values["architecture"] = canonical_architecture(values.get("architecture", Protocol.architecture))
     if isinstance(values.get("augmentation"), str):
         values["augmentation"] = tuple(a for a in values["augmentation"].split(",") if a)
     return Protocol(**values)
