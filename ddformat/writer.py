@@ -17,6 +17,7 @@ import torch
 from . import __version__
 from .codecs import LABELS_CODECS, SAMPLES_CODECS, WEIGHTS_CODECS, ZCA_CODECS
 from .codecs.base import EncodedSection, Layout, group_counts
+from .codecs.ruo import RuoSamples
 from .container import build, write_atomic
 from .header import LOSSES, WEIGHT_NORMALIZATIONS, WEIGHT_SCHEMES
 from .limits import DEFAULT_LIMITS, SAMPLE_DTYPES
@@ -99,20 +100,26 @@ def save(
 ) -> Path:
     """Write a distilled set to ``path`` atomically and return the path.
 
-    ``samples`` is (N, C, H, W) (any C×H×W, or other ranks up to 4) of uint8, float16 or float32;
+    ``samples`` is (N, C, H, W) (any C×H×W, or other ranks up to 4) of uint8, float16 or float32
+    (stored by the lossless ``pixels`` codec), or a :class:`~ddformat.codecs.ruo.RuoSamples`
+    (latents and networks, stored by the ``ruo`` codec; its labels must be class-grouped);
     ``labels`` is (N,) class indices or (N, K) probabilities; ``weights`` is (N,) per-sample
     values (integer counts or floats) interpreted by ``recipe["weighting"]["scheme"]``.
     ``codec_options`` maps ``"samples" | "labels" | "weights"`` to keyword options of the codec.
     ``zca`` is the ``(mean, matrix)`` of the ZCA whitening the samples were distilled in
     (D and D×D for D features); consumers apply it to real data before comparing.
     """
-    x = _numpy(samples)
     y = _numpy(labels)
-    if x.ndim < 2 or x.ndim > 5:
-        raise ValueError("samples must be (N, ...) with 1 to 4 sample dimensions")
-    if x.dtype.name not in SAMPLE_DTYPES:
-        raise ValueError(f"sample dtype {x.dtype} is not one of {sorted(SAMPLE_DTYPES)}")
-    n = x.shape[0]
+    if isinstance(samples, RuoSamples):
+        x, samples_codec = samples, "ruo"
+        n, shape, dtype = samples.num_samples, tuple(samples.sample_shape), "float32"
+    else:
+        x = _numpy(samples)
+        if x.ndim < 2 or x.ndim > 5:
+            raise ValueError("samples must be (N, ...) with 1 to 4 sample dimensions")
+        if x.dtype.name not in SAMPLE_DTYPES:
+            raise ValueError(f"sample dtype {x.dtype} is not one of {sorted(SAMPLE_DTYPES)}")
+        n, shape, dtype = x.shape[0], tuple(int(s) for s in x.shape[1:]), x.dtype.name
     if num_classes is None:
         if y.ndim == 2:
             num_classes = y.shape[1]
@@ -134,12 +141,16 @@ def save(
     classes = _classes_of(y)
     if sort_by_class:
         order = np.argsort(classes, kind="stable")
-        x, y, classes = x[order], y[order], classes[order]
+        if isinstance(x, RuoSamples):
+            if np.any(order != np.arange(n)):
+                raise ValueError("ruo samples must come class-grouped, in the order of their labels")
+        else:
+            x = x[order]
+        y, classes = y[order], classes[order]
         w = None if w is None else w[order]
     groups = group_counts(classes, num_classes)
 
-    layout = Layout(n, num_classes, tuple(int(s) for s in x.shape[1:]), x.dtype.name,
-                    DEFAULT_LIMITS.max_decoded_bytes)
+    layout = Layout(n, num_classes, shape, dtype, DEFAULT_LIMITS.max_decoded_bytes)
     options = codec_options or {}
     if labels_codec is None:
         labels_codec = ("grouped" if groups is not None else "indices") if y.ndim == 1 else "dense"
@@ -147,7 +158,7 @@ def save(
         weights_codec = "counts" if w.dtype.kind in "iu" else "float"
 
     sections: list[EncodedSection] = list(_codec(SAMPLES_CODECS, samples_codec, "samples").encode(
-        np.ascontiguousarray(x), layout, groups, **options.get("samples", {})))
+        x if isinstance(x, RuoSamples) else np.ascontiguousarray(x), layout, groups, **options.get("samples", {})))
     sections.append(_codec(LABELS_CODECS, labels_codec, "labels").encode(
         y, layout, groups, **options.get("labels", {})))
     if w is not None:
@@ -164,7 +175,7 @@ def save(
         "sample_shape": list(layout.sample_shape),
         "sample_dtype": layout.sample_dtype,
         "value_range": list(value_range) if value_range is not None else
-        ([0.0, 1.0] if x.dtype == np.uint8 else None),
+        ([0.0, 1.0] if dtype == "uint8" else None),
         "normalization": dict(normalization) if normalization is not None else None,
     }
     provenance = {

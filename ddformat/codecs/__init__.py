@@ -6,10 +6,10 @@ A samples codec may own auxiliary sections named ``"<codec>.<part>"`` (listed in
 
 from __future__ import annotations
 
-from . import hard_labels, pixels, soft_labels, weights, zca
+from . import hard_labels, pixels, ruo, soft_labels, weights, zca
 from .base import AuxReader, EncodedSection, Layout, Section
 
-SAMPLES_CODECS = {c.name: c for c in (pixels.PIXELS,)}
+SAMPLES_CODECS = {c.name: c for c in (pixels.PIXELS, ruo.RUO)}
 LABELS_CODECS = {c.name: c for c in (hard_labels.GROUPED, hard_labels.INDICES, soft_labels.DENSE, soft_labels.TOPK)}
 WEIGHTS_CODECS = {c.name: c for c in (weights.COUNTS, weights.FLOAT)}
 ZCA_CODECS = {c.name: c for c in (zca.ZCA_MATRIX,)}
