@@ -28,6 +28,8 @@ import ddformat
 from ddformat.bits import bit_account
 from ddformat.codecs import LABELS_CODECS, SAMPLES_CODECS
 from ddformat.codecs.base import EncodedSection, Layout
+from ddformat.codecs.ruo import RuoSamples, RuoSlice
+from ddformat.codecs.ruo.grid import schedule
 from ddformat.container import build, pack_preamble
 from ddformat.limits import DEFAULT_LIMITS, PREAMBLE_SIZE
 
@@ -79,9 +81,26 @@ def valid_files(out: Path) -> dict[str, Path]:
         weights=np.linspace(0.5, 2.0, 9).astype(np.float32), labels_codec="topk",
         codec_options={"labels": {"k": 2, "bits": 6}}, name="vector-soft-topk",
         recipe={"loss": "kl", "temperature": 4.0, "weighting": {"scheme": "explicit", "normalization": "batch"}})
+    files["ruo_two_slices"] = ddformat.save(out / "ruo_two_slices.dd", _ruo_samples(), np.array([0, 0, 1]),
+                                            name="vector-ruo")
     files["unknown_optional_section"] = _with_extra_section(
         out / "unknown_optional_section.dd", EncodedSection("vendor.note", "utf8", "other", b"skip me", required=False))
     return files
+
+
+def _ruo_samples() -> RuoSamples:
+    """Two slices of 6×6 gray samples with 3 latent scales and hand-set integer networks."""
+    rng = np.random.default_rng(7)
+    template = RuoSamples((1, 6, 6), 3, 4, 3, 1, "v4-40", [])
+    m, _ = schedule(6, 6, 3, 4)
+    slices = []
+    for n in (2, 1):
+        arm = [(rng.integers(-40, 41, size=(3, 4)), rng.integers(-20, 21, size=3)),
+               (rng.integers(-40, 41, size=(2, 3)), np.array([0, 256]))]
+        decoder = {k: rng.integers(-64, 65, size=v.shape) for k, v in template.new_decoder().state_dict().items()}
+        latents = rng.integers(-3, 4, size=(n, m))
+        slices.append(RuoSlice(latents, arm, 6, decoder, 8))
+    return RuoSamples((1, 6, 6), 3, 4, 3, 1, "v4-40", slices)
 
 
 def _base_sections(n: int = 6, k: int = 2) -> tuple[dict[str, Any], list[EncodedSection]]:
