@@ -1,0 +1,295 @@
+"""Algorithm 1 of paper 000 (RUO) end to end: initialise, optimise rate + λ·utility, post-quantise.
+
+* Phase 1, "overfitted compression" (Eq. 22): every synthetic sample is fitted to a random real
+  image of its class, minimising r(Z; Φ) + β·D, with r the mean latent bits per sample (Eq. 13)
+  and D the mean squared error per element in sample space; Adam at ``init_lr`` (C3's 0.01),
+  cosine-decayed to zero.
+* Phase 2, joint rate-utility optimisation (Eq. 20): r(Z; Φ) + λ·ℓ(D; S) with ℓ one of DM, GM
+  or TM (:mod:`.losses`); Adam at 1e-3; λ = λ₁ for the first half of the iterations and λ₂ for
+  the second (the paper's two-stage schedule: utility first, then the rate constraint).
+* Phase 3, post-quantisation (:mod:`.quantize`).
+
+:func:`distill_to_budget` repeats Phases 2–3 from one Phase 1 result, scaling both λs by a
+factor found by bisection in log space, to land as close under a requested bpc as it can.
+:func:`save_result` writes the ``.dd`` file with a recipe for ``ddformat eval``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import ddformat
+from ddformat.codecs.ruo import RuoSamples, estimated_bits, synthesize
+
+from .data import RealData
+from .losses import DEFAULT_DSA, DistributionMatching, GradientMatching, TrajectoryMatching, UtilityLoss, load_experts
+from .model import RELAXATIONS, Architecture, RuoModel
+from .quantize import post_quantize
+
+LOSSES = ("dm", "gm", "tm")
+
+
+@dataclass(frozen=True)
+class RuoConfig:
+    """Every hyperparameter of a run; all of them are recorded in the file's provenance."""
+
+    spc: int = 10
+    slice_size: int | None = None
+    """Samples per slice (networks shared within it); None: one slice per class."""
+    scales: int = 6
+    context: int = 8
+    arm_width: int = 16
+    arm_depth: int = 2
+    decoder_version: str = "v4-40"
+    init_std: float = 0.01
+    relaxation: str = "noise"
+    softround_temperature: float = 0.3
+    # Phase 1
+    init_iterations: int = 500
+    init_lr: float = 0.01
+    beta: float = 1e4
+    # Phase 2
+    loss: str = "dm"
+    iterations: int = 500
+    lr: float = 1e-3
+    lambdas: tuple[float, float] = (10.0, 1.0)
+    # Phase 3
+    mse_threshold: float = 5e-6
+    # Utility losses
+    architecture: str = "ConvNet-D3"
+    batch_real: int = 256
+    dsa: str = DEFAULT_DSA
+    gm_outer_loop: int = 10
+    gm_inner_loop: int = 50
+    gm_net_lr: float = 0.01
+    tm_experts: str | None = None
+    tm_syn_steps: int = 20
+    tm_expert_epochs: int = 2
+    tm_max_start_epoch: int = 10
+    tm_batch_syn: int = 256
+    tm_syn_lr: float = 0.01
+    tm_lr_lr: float = 1e-5
+    # Evaluation recipe written to the file (paper 000: 1,000 epochs, FreD's SGD protocol)
+    eval_epochs: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss {self.loss!r} is not one of {', '.join(LOSSES)}")
+        if self.relaxation not in RELAXATIONS:
+            raise ValueError(f"relaxation {self.relaxation!r} is not one of {', '.join(RELAXATIONS)}")
+        if self.spc < 1 or (self.slice_size is not None and self.slice_size < 1):
+            raise ValueError("spc and slice_size must be positive")
+        if self.init_iterations < 0 or self.iterations < 0 or len(self.lambdas) != 2 or min(self.lambdas) < 0:
+            raise ValueError("iterations must be non-negative and lambdas a pair of non-negative numbers")
+        if self.loss == "tm" and self.tm_experts is None:
+            raise ValueError("loss 'tm' needs tm_experts, a directory of expert trajectories (see train_experts)")
+
+    def architecture_for(self, sample_shape: tuple[int, int, int]) -> Architecture:
+        return Architecture(sample_shape, self.scales, self.context, self.arm_width, self.arm_depth,
+                            self.decoder_version)
+
+    def slices(self, num_classes: int) -> tuple[list[int], list[int]]:
+        """Class and size of every slice: each class's ``spc`` samples cut into runs of ``slice_size``."""
+        size = self.slice_size or self.spc
+        classes, sizes = [], []
+        for c in range(num_classes):
+            for start in range(0, self.spc, size):
+                classes.append(c)
+                sizes.append(min(size, self.spc - start))
+        return classes, sizes
+
+    def to_dict(self) -> dict[str, Any]:
+        """The hyperparameters that shaped this run: all fields, less those of the utility losses
+        not used (they would only cost header bits)."""
+        unused = tuple(f"{loss}_" for loss in LOSSES if loss != self.loss)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+                if not k.startswith(unused)}
+
+
+@dataclass
+class RuoResult:
+    """A finished run: what the file stores, the samples it decodes to, and what it cost."""
+
+    samples: RuoSamples
+    labels: np.ndarray
+    images: torch.Tensor
+    """(N, C, H, W) ``synthesize(samples)``: exactly what reading the file gives."""
+    estimated_bits: dict[str, float]
+    lambda_scale: float = 1.0
+    target_bpc: float | None = None
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def build_utility(config: RuoConfig, real: RealData) -> UtilityLoss:
+    common = dict(architecture=config.architecture, dsa=config.dsa, seed=config.seed)
+    if config.loss == "dm":
+        return DistributionMatching(real, batch_real=config.batch_real, **common)
+    if config.loss == "gm":
+        return GradientMatching(real, batch_real=config.batch_real, outer_loop=config.gm_outer_loop,
+                                inner_loop=config.gm_inner_loop, net_lr=config.gm_net_lr, **common)
+    return TrajectoryMatching(load_experts(config.tm_experts), real, syn_steps=config.tm_syn_steps,
+                              expert_epochs=config.tm_expert_epochs, max_start_epoch=config.tm_max_start_epoch,
+                              batch_syn=config.tm_batch_syn, syn_lr=config.tm_syn_lr, **common)
+
+
+def build_model(config: RuoConfig, real: RealData) -> RuoModel:
+    torch.manual_seed(config.seed)
+    classes, sizes = config.slices(real.num_classes)
+    model = RuoModel(config.architecture_for(real.sample_shape), classes, sizes, init_std=config.init_std)
+    return model.to(real.images.device)
+
+
+def initialize(model: RuoModel, real: RealData, config: RuoConfig, progress: bool = True) -> dict[str, list[float]]:
+    """Phase 1 (Eq. 22): fit each sample to a random real image of its class, all slices at once
+    (their parameters are disjoint, so one Adam over the sum is independent fits)."""
+    generator = torch.Generator().manual_seed(config.seed)
+    targets = [real.batch(c, n, generator) for c, n in zip(model.slice_classes, model.slice_sizes)]
+    if any(len(t) < n for t, n in zip(targets, model.slice_sizes)):
+        # fewer real images than samples: draw with replacement
+        targets = [real.images[real.indices(c)[torch.randint(len(real.indices(c)), (n,), generator=generator)]]
+                   for c, n in zip(model.slice_classes, model.slice_sizes)]
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.init_lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(config.init_iterations, 1))
+    history: dict[str, list[float]] = {"init_bits": [], "init_mse": []}
+    bar = tqdm(range(config.init_iterations), desc="phase 1: overfitted compression", disable=not progress)
+    for _ in bar:
+        bits, mse = 0.0, 0.0
+        for s, target in enumerate(targets):
+            images, slice_bits = model.slice_forward(s, config.relaxation, config.softround_temperature)
+            bits = bits + slice_bits.sum()
+            mse = mse + ((images - target) ** 2).mean(dim=(1, 2, 3)).sum()
+        n = sum(model.slice_sizes)
+        loss = (bits + config.beta * mse) / n
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        history["init_bits"].append(float(bits.detach()) / n)
+        history["init_mse"].append(float(mse.detach()) / n)
+        bar.set_postfix(bits=f"{history['init_bits'][-1]:.1f}", mse=f"{history['init_mse'][-1]:.2e}")
+    return history
+
+
+def optimize(model: RuoModel, utility: UtilityLoss, config: RuoConfig, lambda_scale: float = 1.0,
+             progress: bool = True) -> dict[str, list[float]]:
+    """Phase 2 (Eq. 20): Adam on r(Z; Φ) + λ·ℓ, with λ = λ₁ then λ₂ (each × ``lambda_scale``)."""
+    torch.manual_seed(config.seed + 1)
+    labels = model.labels().to(model.neighbours.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    extra = utility.extra_parameters()
+    extra_optimizer = torch.optim.SGD(extra, lr=config.tm_lr_lr, momentum=0.5) if extra else None
+    history: dict[str, list[float]] = {"bits": [], "utility": []}
+    bar = tqdm(range(config.iterations), desc=f"phase 2: rate + λ·{config.loss}", disable=not progress)
+    for it in bar:
+        lam = lambda_scale * config.lambdas[0 if it < config.iterations / 2 else 1]
+        images, bits = model(config.relaxation, config.softround_temperature)
+        rate = bits.mean()
+        ell = utility(images, labels)
+        loss = rate + lam * ell
+        optimizer.zero_grad()
+        if extra_optimizer is not None:
+            extra_optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if extra_optimizer is not None:
+            extra_optimizer.step()
+        history["bits"].append(float(rate))
+        history["utility"].append(float(ell))
+        bar.set_postfix(bits=f"{float(rate):.1f}", utility=f"{float(ell):.3g}", lam=f"{lam:.3g}")
+    return history
+
+
+def finish(model: RuoModel, config: RuoConfig, lambda_scale: float, history: dict[str, list[float]],
+           progress: bool = True) -> RuoResult:
+    """Phase 3 and the record of what the file will hold."""
+    samples = post_quantize(model, config.mse_threshold, progress)
+    labels = model.labels().numpy()
+    images = synthesize(samples, model.neighbours.device)
+    return RuoResult(samples, labels, images, estimated_bits(samples), lambda_scale, history=history)
+
+
+def distill(real: RealData, config: RuoConfig, *, lambda_scale: float = 1.0, progress: bool = True) -> RuoResult:
+    """Algorithm 1: Phases 1, 2 and 3 on ``real``."""
+    model = build_model(config, real)
+    history = initialize(model, real, config, progress)
+    history |= optimize(model, build_utility(config, real), config, lambda_scale, progress)
+    return finish(model, config, lambda_scale, history, progress)
+
+
+def recipe(config: RuoConfig) -> dict[str, Any]:
+    """How students train on the file (paper 000 / FreD: SGD 0.01, momentum 0.9, wd 5e-4,
+    learning rate ÷10 halfway, DSA, hard-label cross-entropy)."""
+    return {"loss": "ce", "architecture": config.architecture, "epochs": config.eval_epochs, "batch_size": 256,
+            "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "step"},
+            "augmentation": ["dsa"]}
+
+
+def save_result(path: str | Path, result: RuoResult, real: RealData, config: RuoConfig) -> Path:
+    """Write ``result`` as a ``.dd`` file whose provenance holds every hyperparameter."""
+    parameters = {**config.to_dict(), "lambda_scale": result.lambda_scale, "target_bpc": result.target_bpc}
+    return ddformat.save(path, result.samples, result.labels, num_classes=real.num_classes,
+                         class_names=real.class_names, name=f"{real.source}-ruo-{config.loss}-spc{config.spc}",
+                         normalization=real.normalization, recipe=recipe(config), producer="producers.ruo",
+                         parameters=parameters, source_dataset=real.source)
+
+
+def _bpc(result: RuoResult, real: RealData, config: RuoConfig) -> float:
+    with tempfile.TemporaryDirectory(prefix="ruo-budget-") as tmp:
+        path = save_result(Path(tmp) / "trial.dd", result, real, config)
+        with ddformat.open(path) as f:
+            return f.bpc
+
+
+def distill_to_budget(real: RealData, config: RuoConfig, target_bpc: float, *, search_steps: int = 6,
+                      progress: bool = True) -> RuoResult:
+    """The run whose file comes closest under ``target_bpc``: Phase 1 once, then Phases 2–3 for
+    λ-scales found by bisection in log space (a larger λ buys utility with rate). Geometric
+    steps of ×4 first bracket the target, then halving the log-interval refines it."""
+    if target_bpc <= 0 or search_steps < 1:
+        raise ValueError("target_bpc and search_steps must be positive")
+    start = build_model(config, real)
+    history = initialize(start, real, config, progress)
+    tried: list[tuple[float, float, RuoResult]] = []
+
+    def trial(scale: float) -> float:
+        model = copy.deepcopy(start)
+        log = history | optimize(model, build_utility(config, real), config, scale, progress)
+        result = finish(model, config, scale, log, progress)
+        result.target_bpc = target_bpc
+        bpc = _bpc(result, real, config)
+        tried.append((scale, bpc, result))
+        if progress:
+            tqdm.write(f"λ × {scale:.4g}: {bpc:.0f} bpc (target {target_bpc:.0f})")
+        return bpc
+
+    low, high = None, None  # log2 scales known to land under / over the target
+    x = 0.0
+    for _ in range(search_steps):
+        if trial(2.0**x) <= target_bpc:
+            low = x
+        else:
+            high = x
+        if low is None:
+            x -= 2
+        elif high is None:
+            x += 2
+        else:
+            x = (low + high) / 2
+    feasible = [t for t in tried if t[1] <= target_bpc]
+    if not feasible:
+        lowest = min(t[1] for t in tried)
+        raise ValueError(f"no λ-scale down to {min(t[0] for t in tried):.3g} reached {target_bpc:.0f} bpc "
+                         f"(lowest: {lowest:.0f}); the networks' fixed cost may exceed the budget — try a "
+                         "smaller decoder version, ARM or slice count")
+    return max(feasible, key=lambda t: t[1])[2]
+
