@@ -98,15 +98,22 @@ def _float_decoder(samples: RuoSamples, s: RuoSlice, device: torch.device) -> De
 
 
 @torch.no_grad()
-def synthesize(samples: RuoSamples, device: str | torch.device = "cpu") -> torch.Tensor:
-    """(N, C, H, W) float32 samples from integer latents and quantised decoders."""
+def synthesize(samples: RuoSamples, device: str | torch.device = "cpu", chunk_pixels: int = 2**18) -> torch.Tensor:
+    """(N, C, H, W) float32 samples from integer latents and quantised decoders, synthesised in
+    chunks of about ``chunk_pixels`` pixels so the wide 1×1 layers stay in cache-sized blocks."""
     device = torch.device(device)
     _, h, w = samples.sample_shape
-    out = []
+    out = torch.empty((samples.num_samples, *samples.sample_shape), device=device)
+    chunk = max(1, chunk_pixels // (h * w))
+    start = 0
     for s in samples.slices:
+        decoder = _float_decoder(samples, s, device)
         z = torch.from_numpy(s.latents).to(device, torch.float32)
-        out.append(_float_decoder(samples, s, device)(split_scales(z, h, w, samples.scales), (h, w)))
-    return torch.cat(out) if out else torch.zeros((0, *samples.sample_shape), device=device)
+        for i in range(0, len(z), chunk):
+            part = z[i:i + chunk]
+            out[start + i:start + i + len(part)] = decoder(split_scales(part, h, w, samples.scales), (h, w))
+        start += len(z)
+    return out
 
 
 def _contexts(latents: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
