@@ -67,3 +67,10 @@ class RealData:
         members = self.indices(c)
         pick = torch.randperm(len(members), generator=generator)[:n].to(members.device)
         return self.images[members[pick]]
+
+    def sample(self, c: int, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Exactly ``n`` images of class ``c``: distinct when the class has that many."""
+        members = self.indices(c)
+        if len(members) >= n:
+            return self.batch(c, n, generator)
+        return self.images[members[torch.randint(len(members), (n,), generator=generator).to(members.device)]]

@@ -47,11 +47,11 @@ class RuoConfig:
     """Samples per slice (networks shared within it); None: one slice per class."""
     scales: int = 6
     context: int = 8
-    arm_width: int = 16
-    arm_depth: int = 2
+    arm_width: int = 8
+    arm_depth: int = 1
     decoder_version: str = "v4-40"
     init_std: float = 0.01
-    relaxation: str = "noise"
+    relaxation: str = "ste"
     softround_temperature: float = 0.3
     # Phase 1
     init_iterations: int = 500
@@ -63,7 +63,7 @@ class RuoConfig:
     lr: float = 1e-3
     lambdas: tuple[float, float] = (10.0, 1.0)
     # Phase 3
-    mse_threshold: float = 5e-6
+    mse_threshold: float = 5e-5
     # Utility losses
     architecture: str = "ConvNet-D3"
     batch_real: int = 256
@@ -153,11 +153,7 @@ def initialize(model: RuoModel, real: RealData, config: RuoConfig, progress: boo
     """Phase 1 (Eq. 22): fit each sample to a random real image of its class, all slices at once
     (their parameters are disjoint, so one Adam over the sum is independent fits)."""
     generator = torch.Generator().manual_seed(config.seed)
-    targets = [real.batch(c, n, generator) for c, n in zip(model.slice_classes, model.slice_sizes)]
-    if any(len(t) < n for t, n in zip(targets, model.slice_sizes)):
-        # fewer real images than samples: draw with replacement
-        targets = [real.images[real.indices(c)[torch.randint(len(real.indices(c)), (n,), generator=generator)]]
-                   for c, n in zip(model.slice_classes, model.slice_sizes)]
+    targets = [real.sample(c, n, generator) for c, n in zip(model.slice_classes, model.slice_sizes)]
     optimizer = torch.optim.Adam(model.parameters(), lr=config.init_lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(config.init_iterations, 1))
     history: dict[str, list[float]] = {"init_bits": [], "init_mse": []}
@@ -203,9 +199,9 @@ def optimize(model: RuoModel, utility: UtilityLoss, config: RuoConfig, lambda_sc
         optimizer.step()
         if extra_optimizer is not None:
             extra_optimizer.step()
-        history["bits"].append(float(rate))
-        history["utility"].append(float(ell))
-        bar.set_postfix(bits=f"{float(rate):.1f}", utility=f"{float(ell):.3g}", lam=f"{lam:.3g}")
+        history["bits"].append(float(rate.detach()))
+        history["utility"].append(float(ell.detach()))
+        bar.set_postfix(bits=f"{history['bits'][-1]:.1f}", utility=f"{history['utility'][-1]:.3g}", lam=f"{lam:.3g}")
     return history
 
 

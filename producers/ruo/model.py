@@ -25,9 +25,11 @@ from ddformat.codecs.ruo.arm import LATENT_RANGE, SIGMAS, ArmMLP
 from ddformat.codecs.ruo.grid import schedule, split_scales
 from ddformat.codecs.ruo.synthesis import DECODER_VERSIONS, Decoder
 
-RELAXATIONS = ("noise", "ste", "softround")
+RELAXATIONS = ("noise", "ste", "softround", "mixed")
 """Differentiable rounding: additive uniform noise (Ballé et al.), straight-through rounding,
-or C3's soft-round of (soft-round + noise) (Agustsson & Theis)."""
+C3's soft-round of (soft-round + noise) (Agustsson & Theis), or ``mixed``: noise for the rate and
+straight-through rounding for the decoder (Minnen & Singh), so the decoder trains on the very
+integers the file holds while the rate keeps a useful gradient."""
 
 LOG2_SIGMA_RANGE = (math.log2(SIGMAS[0]), math.log2(SIGMAS[-1]))
 """σ the codec can represent (its table spans 2^-4 … 112); training clamps to the same range."""
@@ -147,6 +149,9 @@ class RuoModel(nn.Module):
 
     def slice_forward(self, s: int, mode: str = "noise", temperature: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (n, C, H, W) and latent bits (n,) of slice ``s`` from one draw of relaxed latents."""
+        if mode == "mixed":
+            z = self.latents[s]
+            return self.decode(s, relax(z, "ste")), self.latent_bits(s, relax(z, "noise"))
         z = relax(self.latents[s], mode, temperature)
         return self.decode(s, z), self.latent_bits(s, z)
 

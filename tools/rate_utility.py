@@ -1,0 +1,188 @@
+"""Rate-utility on real MNIST: RUO (DM loss) against pixel baselines at equal bytes.
+
+    python tools/rate_utility.py --budgets 8000,16000,32000 [--epochs 300] [--seeds 2] --out runs/ru
+
+For each budget (bits per class, the whole file counted), every method gets as many bits as it
+can use without going over, and students are trained from each result with the same protocol
+(``ddformat.evaluation.evaluate_file``: ConvNet-D3, SGD, DSA, the given epochs) and tested on
+the 1,000 held-out real digits:
+
+- ``ruo-dm``: ``producers.ruo`` with the DM loss, λ searched to land under the budget;
+- ``random-pixels``: a class-balanced random real subset stored losslessly (``pixels``), the
+  largest number of images per class whose ``.dd`` file fits;
+- ``random-jpeg`` / ``random-webp``: the same subsets coded with PIL at ``--quality``; bits are
+  the encoded images' bytes (labels are free here: class order), students train on the decoded
+  images;
+- ``dm-pixels``: DM (distribution matching) run directly on pixels, initialised from the random
+  subset of the pixel budget, stored as uint8 ``pixels``.
+
+Writes ``rate_utility.json``, ``rate_utility.md`` (table) and ``rate_utility.png`` (curves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+import ddformat
+from ddformat import realdata
+from ddformat.evaluation import evaluate_file
+from producers.ruo.data import RealData
+from producers.ruo.distill import RuoConfig, distill_to_budget, save_result
+from producers.ruo.losses import DistributionMatching
+
+NUM_CLASSES = 10
+
+
+def _subset(x: torch.Tensor, y: torch.Tensor, ipc: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.cat([torch.nonzero(y == c).flatten()[torch.randperm(int((y == c).sum()), generator=g)[:ipc]]
+                     for c in range(NUM_CLASSES)])
+    return x[idx], y[idx]
+
+
+def _largest_fitting(budget: float, bits_for: Callable[[int], float], limit: int = 400) -> int:
+    ipc = 0
+    while ipc < limit and bits_for(ipc + 1) <= budget:
+        ipc += 1
+    return ipc
+
+
+def _pixels_bpc(x: torch.Tensor, y: torch.Tensor, tmp: Path) -> float:
+    with ddformat.open(ddformat.save(tmp / "probe.dd", x, y, num_classes=NUM_CLASSES)) as f:
+        return f.bpc
+
+
+def _codec_bytes(images: torch.Tensor, fmt: str, quality: int) -> tuple[int, torch.Tensor]:
+    total, decoded = 0, []
+    for img in images:
+        buf = io.BytesIO()
+        Image.fromarray(img[0].numpy()).save(buf, format=fmt, quality=quality)
+        total += buf.tell()
+        buf.seek(0)
+        decoded.append(torch.from_numpy(np.array(Image.open(buf).convert("L")))[None])
+    return total, torch.stack(decoded)
+
+
+def dm_pixels(real: RealData, x: torch.Tensor, y: torch.Tensor, iterations: int, seed: int) -> torch.Tensor:
+    """DM on pixels (Zhao & Bilen 2023): images initialised from real ones, SGD (lr 1, momentum
+    0.5) on the distribution-matching loss in normalised space; back to uint8 at the end."""
+    mean = torch.tensor(real.mean).view(1, -1, 1, 1)
+    std = torch.tensor(real.std).view(1, -1, 1, 1)
+    images = ((x.float() / 255 - mean) / std).requires_grad_(True)
+    loss_fn = DistributionMatching(real, seed=seed)
+    optimizer = torch.optim.SGD([images], lr=1.0, momentum=0.5)
+    for _ in tqdm(range(iterations), desc="DM on pixels", leave=False):
+        optimizer.zero_grad()
+        loss_fn(images, y).backward()
+        optimizer.step()
+    return ((images.detach() * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budgets", default="8000,16000,32000", help="bits per class, comma-separated")
+    ap.add_argument("--epochs", type=int, default=300, help="student epochs for every evaluation")
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--quality", type=int, default=75)
+    ap.add_argument("--ruo-spc", type=int, default=10)
+    ap.add_argument("--ruo-init-iterations", type=int, default=300)
+    ap.add_argument("--ruo-iterations", type=int, default=200)
+    ap.add_argument("--ruo-search-steps", type=int, default=4)
+    ap.add_argument("--ruo-batch-real", type=int, default=256, help="real images per class per DM step")
+    ap.add_argument("--dm-iterations", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("runs/rate_utility"))
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    budgets = [float(b) for b in args.budgets.split(",")]
+    x, y = realdata.load("mnist", "train")
+    real = RealData.load("mnist")
+    rows: list[dict[str, Any]] = []
+
+    def evaluate(method: str, budget: float, path: Path, bpc: float, ipc: int) -> None:
+        report = evaluate_file(path, "mnist", seeds=range(args.seeds), epochs=args.epochs, progress=False)
+        r = report["results"][0]
+        rows.append({"method": method, "budget_bpc": budget, "bpc": bpc, "samples_per_class": ipc,
+                     "accuracy": r["mean"], "std": r["std"]})
+        tqdm.write(f"{method:<14} budget {budget:>7.0f}  bpc {bpc:>9.1f}  ipc {ipc:>3}  "
+                   f"accuracy {100 * r['mean']:.2f} ± {100 * r['std']:.2f}")
+
+    with tempfile.TemporaryDirectory(prefix="rate-utility-") as tmp_name:
+        tmp = Path(tmp_name)
+        for budget in tqdm(budgets, desc="budgets"):
+            ipc = _largest_fitting(budget, lambda k: _pixels_bpc(*_subset(x, y, k, args.seed), tmp))
+            if ipc:
+                xs, ys = _subset(x, y, ipc, args.seed)
+                path = ddformat.save(args.out / f"random-pixels-{budget:.0f}.dd", xs, ys)
+                evaluate("random-pixels", budget, path, _pixels_bpc(xs, ys, tmp), ipc)
+                for k in range(ipc, 0, -1):  # DM images compress worse than real ones: shrink until they fit
+                    xk, yk = _subset(x, y, k, args.seed)
+                    dm = dm_pixels(real, xk, yk, args.dm_iterations, args.seed)
+                    path = ddformat.save(args.out / f"dm-pixels-{budget:.0f}.dd", dm, yk, name="mnist-dm-pixels")
+                    with ddformat.open(path) as f:
+                        bpc = f.bpc
+                    if bpc <= budget:
+                        evaluate("dm-pixels", budget, path, bpc, k)
+                        break
+            for fmt in ("JPEG", "WEBP"):
+                k = _largest_fitting(budget, lambda k: 8 * _codec_bytes(_subset(x, y, k, args.seed)[0], fmt,
+                                                                          args.quality)[0] / NUM_CLASSES)
+                if k:
+                    xs, ys = _subset(x, y, k, args.seed)
+                    nbytes, decoded = _codec_bytes(xs, fmt, args.quality)
+                    path = ddformat.save(tmp / f"{fmt}.dd", decoded, ys)
+                    evaluate(f"random-{fmt.lower()}", budget, path, 8 * nbytes / NUM_CLASSES, k)
+            config = RuoConfig(spc=args.ruo_spc, loss="dm", init_iterations=args.ruo_init_iterations,
+                               iterations=args.ruo_iterations, batch_real=args.ruo_batch_real, seed=args.seed)
+            try:
+                result = distill_to_budget(real, config, budget, search_steps=args.ruo_search_steps)
+            except ValueError as exc:
+                tqdm.write(f"ruo-dm at {budget:.0f} bpc: {exc}")
+                continue
+            path = save_result(args.out / f"ruo-dm-{budget:.0f}.dd", result, real, config)
+            with ddformat.open(path) as f:
+                evaluate("ruo-dm", budget, path, f.bpc, args.ruo_spc)
+
+    (args.out / "rate_utility.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                                            "rows": rows}, indent=2))
+    table = ["| method | budget (bits/class) | bpc | samples/class | accuracy % |", "|---|---|---|---|---|"]
+    table += [f"| {r['method']} | {r['budget_bpc']:.0f} | {r['bpc']:.0f} | {r['samples_per_class']} | "
+              f"{100 * r['accuracy']:.2f} ± {100 * r['std']:.2f} |" for r in rows]
+    (args.out / "rate_utility.md").write_text("\n".join(table) + "\n")
+    print("\n".join(table))
+    _plot(rows, args.out / "rate_utility.png", args.epochs)
+
+
+def _plot(rows: list[dict[str, Any]], path: Path, epochs: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        pts = sorted((r["bpc"], 100 * r["accuracy"]) for r in rows if r["method"] == method)
+        ax.plot(*zip(*pts), marker="o", label=method)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("bits per class (whole file)")
+    ax.set_ylabel("test accuracy on MNIST (%)")
+    ax.set_title(f"rate-utility, ConvNet-D3 students ({epochs} epochs)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
