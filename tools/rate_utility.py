@@ -73,13 +73,14 @@ def _codec_bytes(images: torch.Tensor, fmt: str, quality: int) -> tuple[int, tor
     return total, torch.stack(decoded)
 
 
-def dm_pixels(real: RealData, x: torch.Tensor, y: torch.Tensor, iterations: int, seed: int) -> torch.Tensor:
+def dm_pixels(real: RealData, x: torch.Tensor, y: torch.Tensor, iterations: int, seed: int,
+              batch_real: int) -> torch.Tensor:
     """DM on pixels (Zhao & Bilen 2023): images initialised from real ones, SGD (lr 1, momentum
     0.5) on the distribution-matching loss in normalised space; back to uint8 at the end."""
     mean = torch.tensor(real.mean).view(1, -1, 1, 1)
     std = torch.tensor(real.std).view(1, -1, 1, 1)
     images = ((x.float() / 255 - mean) / std).requires_grad_(True)
-    loss_fn = DistributionMatching(real, seed=seed)
+    loss_fn = DistributionMatching(real, batch_real=batch_real, seed=seed)
     optimizer = torch.optim.SGD([images], lr=1.0, momentum=0.5)
     for _ in tqdm(range(iterations), desc="DM on pixels", leave=False):
         optimizer.zero_grad()
@@ -98,7 +99,7 @@ def main() -> None:
     ap.add_argument("--ruo-init-iterations", type=int, default=300)
     ap.add_argument("--ruo-iterations", type=int, default=200)
     ap.add_argument("--ruo-search-steps", type=int, default=4)
-    ap.add_argument("--ruo-batch-real", type=int, default=256, help="real images per class per DM step")
+    ap.add_argument("--batch-real", type=int, default=256, help="real images per class per DM step")
     ap.add_argument("--dm-iterations", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/rate_utility"))
@@ -127,7 +128,7 @@ def main() -> None:
                 evaluate("random-pixels", budget, path, _pixels_bpc(xs, ys, tmp), ipc)
                 for k in range(ipc, 0, -1):  # DM images compress worse than real ones: shrink until they fit
                     xk, yk = _subset(x, y, k, args.seed)
-                    dm = dm_pixels(real, xk, yk, args.dm_iterations, args.seed)
+                    dm = dm_pixels(real, xk, yk, args.dm_iterations, args.seed, args.batch_real)
                     path = ddformat.save(args.out / f"dm-pixels-{budget:.0f}.dd", dm, yk, name="mnist-dm-pixels")
                     with ddformat.open(path) as f:
                         bpc = f.bpc
@@ -143,7 +144,7 @@ def main() -> None:
                     path = ddformat.save(tmp / f"{fmt}.dd", decoded, ys)
                     evaluate(f"random-{fmt.lower()}", budget, path, 8 * nbytes / NUM_CLASSES, k)
             config = RuoConfig(spc=args.ruo_spc, loss="dm", init_iterations=args.ruo_init_iterations,
-                               iterations=args.ruo_iterations, batch_real=args.ruo_batch_real, seed=args.seed)
+                               iterations=args.ruo_iterations, batch_real=args.batch_real, seed=args.seed)
             try:
                 result = distill_to_budget(real, config, budget, search_steps=args.ruo_search_steps)
             except ValueError as exc:
