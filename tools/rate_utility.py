@@ -115,6 +115,7 @@ def main() -> None:
         r = report["results"][0]
         rows.append({"method": method, "budget_bpc": budget, "bpc": bpc, "samples_per_class": ipc,
                      "accuracy": r["mean"], "std": r["std"]})
+        (args.out / "rate_utility.json").write_text(json.dumps({"rows": rows}, indent=2))
         tqdm.write(f"{method:<14} budget {budget:>7.0f}  bpc {bpc:>9.1f}  ipc {ipc:>3}  "
                    f"accuracy {100 * r['mean']:.2f} ± {100 * r['std']:.2f}")
 
@@ -126,7 +127,8 @@ def main() -> None:
                 xs, ys = _subset(x, y, ipc, args.seed)
                 path = ddformat.save(args.out / f"random-pixels-{budget:.0f}.dd", xs, ys)
                 evaluate("random-pixels", budget, path, _pixels_bpc(xs, ys, tmp), ipc)
-                for k in range(ipc, 0, -1):  # DM images compress worse than real ones: shrink until they fit
+                k = ipc  # DM images compress worse than real ones: rescale by the bits they took, then shrink
+                while k:
                     xk, yk = _subset(x, y, k, args.seed)
                     dm = dm_pixels(real, xk, yk, args.dm_iterations, args.seed, args.batch_real)
                     path = ddformat.save(args.out / f"dm-pixels-{budget:.0f}.dd", dm, yk, name="mnist-dm-pixels")
@@ -135,6 +137,7 @@ def main() -> None:
                     if bpc <= budget:
                         evaluate("dm-pixels", budget, path, bpc, k)
                         break
+                    k = min(k - 1, int(k * budget / bpc))
             for fmt in ("JPEG", "WEBP"):
                 k = _largest_fitting(budget, lambda k: 8 * _codec_bytes(_subset(x, y, k, args.seed)[0], fmt,
                                                                           args.quality)[0] / NUM_CLASSES)

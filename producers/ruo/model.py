@@ -147,7 +147,7 @@ class RuoModel(nn.Module):
         mu = out[..., 0].clamp(-LATENT_RANGE, LATENT_RANGE)
         return laplace_bits(z, mu, out[..., 1]).sum(dim=1)
 
-    def slice_forward(self, s: int, mode: str = "noise", temperature: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
+    def slice_forward(self, s: int, mode: str = "ste", temperature: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (n, C, H, W) and latent bits (n,) of slice ``s`` from one draw of relaxed latents."""
         if mode == "mixed":
             z = self.latents[s]
@@ -155,7 +155,7 @@ class RuoModel(nn.Module):
         z = relax(self.latents[s], mode, temperature)
         return self.decode(s, z), self.latent_bits(s, z)
 
-    def forward(self, mode: str = "noise", temperature: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, mode: str = "ste", temperature: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (N, C, H, W) and latent bits (N,) of all samples, slice after slice."""
         images, bits = zip(*(self.slice_forward(s, mode, temperature) for s in range(self.num_slices)))
         return torch.cat(images), torch.cat(bits)
