@@ -96,17 +96,18 @@ def integer_arm(context: torch.Tensor, layers: Sequence[tuple[torch.Tensor, torc
                 step_exp: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(μ index, σ index) as int64 for integer contexts (…, C), on any device.
 
-    ``layers`` hold integer-valued float64 tensors (weight (out, in), bias (out,)); products are
-    exact in float64 because of the bounds in the module docstring.
+    ``layers`` hold integer-valued float64 tensors (weight (out, in), bias (out,)). Every value
+    stays an integer below 2^53 (module docstring), so float64 products, sums and the scaling
+    by 2^-k before ``floor`` are exact: this is the fixed-point computation, done with fused
+    matrix kernels.
     """
-    a = context.to(torch.float64) * 2**FRAC
+    shape = context.shape[:-1]
+    a = context.reshape(-1, context.shape[-1]).to(torch.float64) * 2**FRAC
     half = 2 ** (step_exp - 1) if step_exp > 0 else 0
     for i, (w, b) in enumerate(layers):
-        acc = a @ w.T + b * 2**FRAC
-        a = torch.div(acc + half, 2**step_exp, rounding_mode="floor").clamp(-ACT_LIMIT, ACT_LIMIT)
-        if i < len(layers) - 1:
-            a = a.clamp_min(0)
-    a = a.to(torch.int64)
+        a = torch.addmm(b * 2**FRAC + half, a, w.T).mul_(2.0**-step_exp).floor_()
+        a.clamp_(0 if i < len(layers) - 1 else -ACT_LIMIT, ACT_LIMIT)
+    a = a.to(torch.int64).reshape(*shape, 2)
     return _to_indices(a[..., 0], a[..., 1], lambda x, d: torch.div(x, d, rounding_mode="floor"))
 
 
