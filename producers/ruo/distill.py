@@ -40,7 +40,7 @@ LOSSES = ("dm", "gm", "tm")
 
 @dataclass(frozen=True)
 class RuoConfig:
-    """Every hyperparameter of a run; all of them are recorded in the file's provenance."""
+    """Every hyperparameter of a run; :meth:`to_dict` is what the file records."""
 
     spc: int = 10
     slice_size: int | None = None
