@@ -1,5 +1,5 @@
 """Pictures people would rather look at than numbers: a file's bit account, students'
-learning curves.
+learning curves, rate-utility curves.
 
 matplotlib is optional (``pip install ddformat[plots]``); nothing else in ddformat needs it.
 """
@@ -57,6 +57,25 @@ def learning_curve_png(report: dict[str, Any], path: str | os.PathLike[str]) -> 
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"test accuracy on {report['test']} (%)")
     ax.set_title(f"{Path(report['file']).name}: {p['architecture']}, {p['regime']}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def rate_utility_png(rows: list[dict[str, Any]], path: str | os.PathLike[str], title: str) -> None:
+    """Accuracy against bits per class, one line per method (rows: ``method``, ``bpc``,
+    ``accuracy``), bpc on a log scale."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        points = sorted((r["bpc"], 100 * r["accuracy"]) for r in rows if r["method"] == method)
+        ax.plot(*zip(*points), marker="o", label=method)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("bits per class (whole file)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -36,6 +36,7 @@ from tqdm import tqdm
 import ddformat
 from ddformat import realdata
 from ddformat.evaluation import evaluate_file
+from ddformat.plots import rate_utility_png
 from producers.ruo.data import RealData
 from producers.ruo.distill import RuoConfig, distill_to_budget, save_result
 from producers.ruo.losses import DistributionMatching
@@ -164,28 +165,7 @@ def main() -> None:
               f"{100 * r['accuracy']:.2f} ± {100 * r['std']:.2f} |" for r in rows]
     (args.out / "rate_utility.md").write_text("\n".join(table) + "\n")
     print("\n".join(table))
-    _plot(rows, args.out / "rate_utility.png", args.epochs)
-
-
-def _plot(rows: list[dict[str, Any]], path: Path, epochs: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for method in dict.fromkeys(r["method"] for r in rows):
-        pts = sorted((r["bpc"], 100 * r["accuracy"]) for r in rows if r["method"] == method)
-        ax.plot(*zip(*pts), marker="o", label=method)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("bits per class (whole file)")
-    ax.set_ylabel("test accuracy on MNIST (%)")
-    ax.set_title(f"rate-utility, ConvNet-D3 students ({epochs} epochs)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    rate_utility_png(rows, args.out / "rate_utility.png", f"rate-utility on MNIST, ConvNet-D3 students ({args.epochs} epochs)")
 
 
 if __name__ == "__main__":
