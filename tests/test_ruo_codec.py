@@ -143,3 +143,17 @@ def test_gpu_decoding_matches_cpu(tmp_path):
         cpu, gpu = f.samples("cpu"), f.samples("cuda")
     assert gpu.is_cuda
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-5)
+
+
+def test_non_finite_network_weights_are_refused_not_written_as_zeros():
+    template = random_samples([1])
+    decoder = template.new_decoder()
+    with torch.no_grad():
+        decoder.synthesis.residual[0].weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="finite"):
+        quantize_decoder(decoder, 10)
+    arm = ArmMLP(8, 8, 1)
+    with torch.no_grad():
+        arm.layers[0].bias[0] = float("inf")
+    with pytest.raises(ValueError, match="finite"):
+        quantize_arm(arm, 8)

@@ -80,6 +80,14 @@ def test_post_quantised_decoders_stay_within_the_mse_threshold(real):
             assert float(((piece - model.decode(s, latents)) ** 2).mean()) <= config.mse_threshold
 
 
+def test_post_quantisation_refuses_a_diverged_model(real):
+    model = build_model(RuoConfig(**TINY), real)
+    with torch.no_grad():
+        model.decoders[1].synthesis.pointwise[0].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="diverged"):
+        post_quantize(model, progress=False)
+
+
 def test_the_training_rate_is_the_codecs_code_length(real):
     """With rounded latents and an ARM quantised finely, Eq. 13 as trained and the codec's ideal
     code length differ only by the codec's μ/σ tables (a few per cent)."""

@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True, help="a ddformat.realdata source: mnist, digits, textures, lfw")
     parser.add_argument("--classes", type=int, help="keep only the first N classes (quick runs)")
     parser.add_argument("--out", required=True, type=Path, help="the .dd file to write")
-    parser.add_argument("--target-bpc", type=float, help="search λ for the largest file under this many bits per class")
+    parser.add_argument("--target-bpc", type=float,
+                        help="search λ for the largest file under this many bits per class")
     parser.add_argument("--search-steps", type=int, default=6, help="Phase 2–3 runs the λ search may take")
     parser.add_argument("--train-experts", type=int, default=0, metavar="N",
                         help="for --loss tm: first train N experts into --tm-experts if it holds none")

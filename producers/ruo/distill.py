@@ -77,7 +77,7 @@ class RuoConfig:
     tm_max_start_epoch: int = 10
     tm_batch_syn: int = 256
     tm_syn_lr: float = 0.01
-    tm_lr_lr: float = 1e-5
+    tm_lr_lr: float = 1e-7
     # Evaluation recipe written to the file (paper 000: 1,000 epochs, FreD's SGD protocol)
     eval_epochs: int = 1000
     seed: int = 0
@@ -166,6 +166,9 @@ def initialize(model: RuoModel, real: RealData, config: RuoConfig, progress: boo
             mse = mse + ((images - target) ** 2).mean(dim=(1, 2, 3)).sum()
         n = sum(model.slice_sizes)
         loss = (bits + config.beta * mse) / n
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"phase 1 diverged at iteration {len(history['init_bits'])}: "
+                                     "lower init_lr or beta")
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -178,7 +181,10 @@ def initialize(model: RuoModel, real: RealData, config: RuoConfig, progress: boo
 
 def optimize(model: RuoModel, utility: UtilityLoss, config: RuoConfig, lambda_scale: float = 1.0,
              progress: bool = True) -> dict[str, list[float]]:
-    """Phase 2 (Eq. 20): Adam on r(Z; Φ) + λ·ℓ, with λ = λ₁ then λ₂ (each × ``lambda_scale``)."""
+    """Phase 2 (Eq. 20): Adam on r(Z; Φ) + λ·ℓ, with λ = λ₁ then λ₂ (each × ``lambda_scale``).
+
+    The utility loss's own parameters (TM's step size) follow the gradient of ℓ alone, by SGD
+    with momentum 0.5 as in MTT: scaled by λ, its step would change with the rate trade-off."""
     torch.manual_seed(config.seed + 1)
     labels = model.labels().to(model.neighbours.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -192,12 +198,17 @@ def optimize(model: RuoModel, utility: UtilityLoss, config: RuoConfig, lambda_sc
         rate = bits.mean()
         ell = utility(images, labels)
         loss = rate + lam * ell
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"phase 2 diverged at iteration {it} (rate {float(rate):.4g}, "
+                                     f"{config.loss} {float(ell):.4g}): lower λ, lr or tm_lr_lr")
         optimizer.zero_grad()
         if extra_optimizer is not None:
             extra_optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if extra_optimizer is not None:
+        if extra_optimizer is not None and lam > 0:
+            for p in extra:
+                p.grad.div_(lam)
             extra_optimizer.step()
         history["bits"].append(float(rate.detach()))
         history["utility"].append(float(ell.detach()))

@@ -78,6 +78,9 @@ def post_quantize(model: RuoModel, mse_threshold: float = 5e-6, progress: bool =
     """Integer latents and quantised networks of every slice of ``model``."""
     if mse_threshold < 0:
         raise ValueError(f"mse_threshold must be non-negative, got {mse_threshold}")
+    broken = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if broken:
+        raise ValueError(f"cannot quantise non-finite parameters ({', '.join(broken[:3])}…): training diverged")
     slices = []
     for s in tqdm(range(model.num_slices), desc="phase 3: post-quantisation", disable=not progress, leave=False):
         draft = RuoSlice(model.integer_latents(s), quantize_arm(model.arms[s], 0), 0, {}, 0)

@@ -83,6 +83,8 @@ def quantize_decoder(decoder: Decoder, step_exp: int) -> dict[str, np.ndarray]:
     """Integer tensors of ``decoder``'s parameters at step 2^-``step_exp``."""
     out = {}
     for name, value in decoder.state_dict().items():
+        if not torch.isfinite(value).all():
+            raise ValueError(f"decoder parameter {name} is not all finite")
         q = torch.round(value.detach().double() * 2**step_exp).long().numpy()
         if np.abs(q).max(initial=0) > WEIGHT_LIMIT:
             raise ValueError(f"decoder parameter {name} exceeds ±2^15 at step 2^-{step_exp}")

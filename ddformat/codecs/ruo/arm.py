@@ -70,6 +70,8 @@ def quantize_arm(arm: ArmMLP, step_exp: int) -> list[tuple[np.ndarray, np.ndarra
     """Integer (weight, bias) per layer at step 2^-``step_exp``."""
     out = []
     for layer in arm.layers:
+        if not (torch.isfinite(layer.weight).all() and torch.isfinite(layer.bias).all()):
+            raise ValueError("ARM weights are not all finite")
         w = torch.round(layer.weight.detach().double() * 2**step_exp).long().numpy()
         b = torch.round(layer.bias.detach().double() * 2**step_exp).long().numpy()
         if np.abs(w).max(initial=0) > WEIGHT_LIMIT or np.abs(b).max(initial=0) > WEIGHT_LIMIT:
