@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import ddformat
 from ddformat import errors
@@ -24,6 +25,9 @@ def test_valid_vector_decodes_to_recorded_tensors(path):
     with ddformat.open(path) as f:
         f.verify()
         assert decoded_digests(f) == expected["sha256"]
+        if expected["sha256"]["samples"] is None:
+            values = torch.tensor(expected["samples_values"], dtype=torch.float64)
+            assert torch.allclose(f.samples().double(), values, rtol=0, atol=expected["tolerance"])
         assert (f.num_classes, f.num_samples) == (expected["num_classes"], expected["num_samples"])
 
 

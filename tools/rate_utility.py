@@ -1,13 +1,15 @@
 """Rate-utility on real MNIST: RUO (DM loss) against pixel baselines at equal bytes.
 
-    python tools/rate_utility.py --budgets 8000,16000,32000 [--epochs 300] [--seeds 2] --out runs/ru
+    python tools/rate_utility.py --budgets 8000,16000,32000 --ruo-spc 9,22,47 [--epochs 300] [--seeds 2]
 
 For each budget (bits per class, the whole file counted), every method gets as many bits as it
 can use without going over, and students are trained from each result with the same protocol
 (``ddformat.evaluation.evaluate_file``: ConvNet-D3, SGD, DSA, the given epochs) and tested on
 the 1,000 held-out real digits:
 
-- ``ruo-dm``: ``producers.ruo`` with the DM loss, λ searched to land under the budget;
+- ``ruo-dm``: ``producers.ruo`` with the DM loss at ``--ruo-spc`` samples per class (one value,
+  or one per budget) and ``--ruo-slice-size`` samples per slice, λ searched to land under the
+  budget;
 - ``random-pixels``: a class-balanced random real subset stored losslessly (``pixels``), the
   largest number of images per class whose ``.dd`` file fits;
 - ``random-jpeg`` / ``random-webp``: the same subsets coded with PIL at ``--quality``; bits are
@@ -96,7 +98,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=300, help="student epochs for every evaluation")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--quality", type=int, default=75)
-    ap.add_argument("--ruo-spc", type=int, default=10)
+    ap.add_argument("--ruo-spc", default="10", help="samples per class: one value, or one per budget")
+    ap.add_argument("--ruo-slice-size", type=int, default=None,
+                    help="samples sharing networks (default one slice per class; ≥ 10·spc: one for all)")
     ap.add_argument("--ruo-init-iterations", type=int, default=300)
     ap.add_argument("--ruo-iterations", type=int, default=200)
     ap.add_argument("--ruo-search-steps", type=int, default=4)
@@ -107,6 +111,10 @@ def main() -> None:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     budgets = [float(b) for b in args.budgets.split(",")]
+    ruo_spc = [int(k) for k in args.ruo_spc.split(",")]
+    if len(ruo_spc) not in (1, len(budgets)):
+        ap.error("--ruo-spc takes one value or one per budget")
+    ruo_spc *= len(budgets) // len(ruo_spc)
     x, y = realdata.load("mnist", "train")
     real = RealData.load("mnist")
     rows: list[dict[str, Any]] = []
@@ -122,7 +130,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="rate-utility-") as tmp_name:
         tmp = Path(tmp_name)
-        for budget in tqdm(budgets, desc="budgets"):
+        for budget, spc in tqdm(list(zip(budgets, ruo_spc)), desc="budgets"):
             ipc = _largest_fitting(budget, lambda k: _pixels_bpc(*_subset(x, y, k, args.seed), tmp))
             if ipc:
                 xs, ys = _subset(x, y, ipc, args.seed)
@@ -147,7 +155,8 @@ def main() -> None:
                     nbytes, decoded = _codec_bytes(xs, fmt, args.quality)
                     path = ddformat.save(tmp / f"{fmt}.dd", decoded, ys)
                     evaluate(f"random-{fmt.lower()}", budget, path, 8 * nbytes / NUM_CLASSES, k)
-            config = RuoConfig(spc=args.ruo_spc, loss="dm", init_iterations=args.ruo_init_iterations,
+            config = RuoConfig(spc=spc, slice_size=args.ruo_slice_size, loss="dm",
+                               init_iterations=args.ruo_init_iterations,
                                iterations=args.ruo_iterations, batch_real=args.batch_real, seed=args.seed)
             try:
                 result = distill_to_budget(real, config, budget, search_steps=args.ruo_search_steps)
@@ -156,7 +165,7 @@ def main() -> None:
                 continue
             path = save_result(args.out / f"ruo-dm-{budget:.0f}.dd", result, real, config)
             with ddformat.open(path) as f:
-                evaluate("ruo-dm", budget, path, f.bpc, args.ruo_spc)
+                evaluate("ruo-dm", budget, path, f.bpc, spc)
 
     (args.out / "rate_utility.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                                             "rows": rows}, indent=2))

@@ -44,7 +44,9 @@ class RuoConfig:
 
     spc: int = 10
     slice_size: int | None = None
-    """Samples per slice (networks shared within it); None: one slice per class."""
+    """Samples per slice, which share one ARM and decoder; None: one slice per class. Samples
+    are in class order, so a slice may span classes: their networks' bits are then shared
+    evenly among those classes in the bit account (spec § 5)."""
     scales: int = 6
     context: int = 8
     arm_width: int = 8
@@ -98,15 +100,11 @@ class RuoConfig:
         return Architecture(sample_shape, self.scales, self.context, self.arm_width, self.arm_depth,
                             self.decoder_version)
 
-    def slices(self, num_classes: int) -> tuple[list[int], list[int]]:
-        """Class and size of every slice: each class's ``spc`` samples cut into runs of ``slice_size``."""
+    def slices(self, num_classes: int) -> list[list[int]]:
+        """Labels of every slice's samples: the class-ordered samples cut into runs of ``slice_size``."""
+        labels = [c for c in range(num_classes) for _ in range(self.spc)]
         size = self.slice_size or self.spc
-        classes, sizes = [], []
-        for c in range(num_classes):
-            for start in range(0, self.spc, size):
-                classes.append(c)
-                sizes.append(min(size, self.spc - start))
-        return classes, sizes
+        return [labels[start:start + size] for start in range(0, len(labels), size)]
 
     def to_dict(self) -> dict[str, Any]:
         """The hyperparameters that shaped this run: all fields, less those of the utility losses
@@ -144,8 +142,8 @@ def build_utility(config: RuoConfig, real: RealData) -> UtilityLoss:
 
 def build_model(config: RuoConfig, real: RealData) -> RuoModel:
     torch.manual_seed(config.seed)
-    classes, sizes = config.slices(real.num_classes)
-    model = RuoModel(config.architecture_for(real.sample_shape), classes, sizes, init_std=config.init_std)
+    model = RuoModel(config.architecture_for(real.sample_shape), config.slices(real.num_classes),
+                     init_std=config.init_std)
     return model.to(real.images.device)
 
 
@@ -153,7 +151,8 @@ def initialize(model: RuoModel, real: RealData, config: RuoConfig, progress: boo
     """Phase 1 (Eq. 22): fit each sample to a random real image of its class, all slices at once
     (their parameters are disjoint, so one Adam over the sum is independent fits)."""
     generator = torch.Generator().manual_seed(config.seed)
-    targets = [real.sample(c, n, generator) for c, n in zip(model.slice_classes, model.slice_sizes)]
+    targets = [torch.cat([real.sample(c, labels.count(c), generator) for c in sorted(set(labels))])
+               for labels in model.slice_labels]
     optimizer = torch.optim.Adam(model.parameters(), lr=config.init_lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(config.init_iterations, 1))
     history: dict[str, list[float]] = {"init_bits": [], "init_mse": []}

@@ -103,17 +103,17 @@ def laplace_bits(z: torch.Tensor, mu: torch.Tensor, log2_sigma: torch.Tensor) ->
 
 
 class RuoModel(nn.Module):
-    """Latents, ARMs and decoders of several slices; slice ``s`` holds ``slice_sizes[s]`` samples
-    of class ``slice_classes[s]``, and samples are numbered slice after slice."""
+    """Latents, ARMs and decoders of several slices; ``slice_labels[s]`` are the classes of slice
+    ``s``'s samples (one class by default, several when a slice spans classes), and samples are
+    numbered slice after slice."""
 
-    def __init__(self, architecture: Architecture, slice_classes: Sequence[int], slice_sizes: Sequence[int],
-                 init_std: float = 0.01) -> None:
+    def __init__(self, architecture: Architecture, slice_labels: Sequence[Sequence[int]], init_std: float = 0.01) -> None:
         super().__init__()
-        if len(slice_classes) != len(slice_sizes) or not slice_sizes or min(slice_sizes) < 1:
-            raise ValueError("need one positive size per slice, and at least one slice")
+        if not slice_labels or min(len(labels) for labels in slice_labels) < 1:
+            raise ValueError("need at least one slice, and at least one sample in every slice")
         self.architecture = architecture
-        self.slice_classes = [int(c) for c in slice_classes]
-        self.slice_sizes = [int(n) for n in slice_sizes]
+        self.slice_labels = [[int(c) for c in labels] for labels in slice_labels]
+        self.slice_sizes = [len(labels) for labels in self.slice_labels]
         a = architecture
         channels, height, width = a.sample_shape
         self.register_buffer("neighbours", neighbour_table(height, width, a.scales, a.context), persistent=False)
@@ -132,8 +132,7 @@ class RuoModel(nn.Module):
 
     def labels(self) -> torch.Tensor:
         """(N,) class of every sample, in sample order."""
-        return torch.cat([torch.full((n, ), c, dtype=torch.int64)
-                          for c, n in zip(self.slice_classes, self.slice_sizes)])
+        return torch.tensor([c for labels in self.slice_labels for c in labels], dtype=torch.int64)
 
     def decode(self, s: int, z: torch.Tensor) -> torch.Tensor:
         """Images (n, C, H, W) that slice ``s``'s decoder makes of latents ``z`` (n, M)."""
