@@ -16,9 +16,10 @@ Decoding runs all samples of a slice in lockstep, one batched ARM call and one b
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import constriction
 import numpy as np
@@ -319,11 +320,9 @@ class RuoCodec:
     def _ans_decode(self, section: Section, frame: memoryview, family: Any, mean: np.ndarray,
                     scale: np.ndarray, field: str) -> np.ndarray:
         words = np.frombuffer(frame, dtype="<u4").astype(np.uint32)
-        try:
+        with self._ans_errors(section, field):
             coder = constriction.stream.stack.AnsCoder(words)
             values = np.asarray(coder.decode(family, mean, scale), dtype=np.int64) if mean.size else np.zeros(0, np.int64)
-        except (ValueError, RuntimeError, OverflowError) as exc:
-            raise DecodeError(f"ANS decoding failed: {exc}", section=section.kind, field=field) from None
         if not coder.is_empty():
             raise DecodeError("ANS words left over after the last symbol", section=section.kind, field=field)
         return values
@@ -339,37 +338,48 @@ class RuoCodec:
         decoder_shapes = config.decoder_shapes()
         arms = self._networks(arm_section, arm_shapes, len(sizes))
         decoders = self._networks(decoder_section, list(decoder_shapes.values()), len(sizes))
-        frames = self._frames(section, len(sizes))
-        for i, (n, frame, (arm_step, arm_parts), (dec_step, dec_parts)) in enumerate(
-                zip(sizes, frames, arms, decoders)):
-            arm = list(zip(arm_parts[0::2], arm_parts[1::2]))
-            latents = self._decode_latents(section, frame, n, config, arm, arm_step, f"params.frames[{i}]")
-            config.slices.append(RuoSlice(latents, arm, arm_step, dict(zip(decoder_shapes, dec_parts)), dec_step))
+        arm_layers = [list(zip(parts[0::2], parts[1::2])) for _, parts in arms]
+        latents = self._decode_latents(section, self._frames(section, len(sizes)), sizes, config, arm_layers,
+                                       [step for step, _ in arms])
+        for z, arm, (arm_step, _), (dec_step, dec_parts) in zip(latents, arm_layers, arms, decoders):
+            config.slices.append(RuoSlice(z, arm, arm_step, dict(zip(decoder_shapes, dec_parts)), dec_step))
         return config
 
-    def _decode_latents(self, section: Section, frame: memoryview, n: int, config: RuoSamples,
-                        arm: list[tuple[np.ndarray, np.ndarray]], step_exp: int, field: str) -> np.ndarray:
-        """Lockstep decode of one slice: per wavefront step, one batched integer ARM call over
-        all samples and positions, then one batched ANS decode."""
+    def _decode_latents(self, section: Section, frames: list[memoryview], sizes: list[int], config: RuoSamples,
+                        arms: list[list[tuple[np.ndarray, np.ndarray]]], step_exps: list[int]) -> list[np.ndarray]:
+        """Lockstep decode of all slices: per wavefront step, one batched integer-ARM call over
+        every slice, sample and position, then one batched ANS decode per slice's stream."""
         _, h, w = config.sample_shape
         m, steps = schedule(h, w, config.scales, config.context)
-        words = np.frombuffer(frame, dtype="<u4").astype(np.uint32)
-        latents = np.zeros((n, m + 1), dtype=np.int64)  # last column: the zero outside the grid
-        layers = [(torch.from_numpy(wt.astype(np.float64)), torch.from_numpy(b.astype(np.float64))) for wt, b in arm]
-        try:
-            coder = constriction.stream.stack.AnsCoder(words)
-            for st in steps:
-                context = torch.from_numpy(latents[:, st.neighbours])
-                mu, sigma = integer_arm(context, layers, step_exp)
-                mean, scale = laplace_parameters(mu.numpy(), sigma.numpy())
+        latents = np.zeros((len(sizes), max(sizes, default=0), m + 1), dtype=np.int64)  # last column: zero outside
+        layers = [(torch.from_numpy(np.stack([arm[j][0] for arm in arms]).astype(np.float64)),
+                   torch.from_numpy(np.stack([arm[j][1] for arm in arms]).astype(np.float64)))
+                  for j in range(len(arms[0]) if arms else 0)]
+        coders = []
+        for i, frame in enumerate(frames):
+            with self._ans_errors(section, f"params.frames[{i}]"):
+                coders.append(constriction.stream.stack.AnsCoder(np.frombuffer(frame, dtype="<u4").astype(np.uint32)))
+        for st in steps if latents.size else ():
+            mu, sigma = integer_arm(torch.from_numpy(latents[:, :, st.neighbours]), layers, step_exps)
+            mean, scale = laplace_parameters(mu.numpy(), sigma.numpy())
+            for i, n in enumerate(sizes):
                 if n:
-                    latents[:, st.positions] = np.asarray(
-                        coder.decode(_LATENTS, mean.reshape(-1), scale.reshape(-1)), dtype=np.int64).reshape(n, -1)
+                    with self._ans_errors(section, f"params.frames[{i}]"):
+                        symbols = coders[i].decode(_LATENTS, mean[i, :n].reshape(-1), scale[i, :n].reshape(-1))
+                    latents[i][:n, st.positions] = np.asarray(symbols, dtype=np.int64).reshape(n, -1)
+        for i, coder in enumerate(coders):
+            if not coder.is_empty():
+                raise DecodeError("ANS words left over after the last latent", section=section.kind,
+                                  field=f"params.frames[{i}]")
+        return [latents[i, :n, :m] for i, n in enumerate(sizes)]
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _ans_errors(section: Section, field: str) -> Iterator[None]:
+        try:
+            yield
         except (ValueError, RuntimeError, OverflowError) as exc:
             raise DecodeError(f"ANS decoding failed: {exc}", section=section.kind, field=field) from None
-        if not coder.is_empty():
-            raise DecodeError("ANS words left over after the last latent", section=section.kind, field=field)
-        return latents[:, :m]
 
 
 RUO = RuoCodec()

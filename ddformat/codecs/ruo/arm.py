@@ -95,22 +95,29 @@ def _to_indices(m: np.ndarray | torch.Tensor, t: np.ndarray | torch.Tensor, floo
 
 
 def integer_arm(context: torch.Tensor, layers: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                step_exp: int) -> tuple[torch.Tensor, torch.Tensor]:
+                step_exp: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """(μ index, σ index) as int64 for integer contexts (…, C), on any device.
 
-    ``layers`` hold integer-valued float64 tensors (weight (out, in), bias (out,)). Every value
-    stays an integer below 2^53 (module docstring), so float64 products, sums and the scaling
-    by 2^-k before ``floor`` are exact: this is the fixed-point computation, done with fused
-    matrix kernels.
+    ``layers`` hold integer-valued float64 tensors, weight (out, in) and bias (out,); or, to
+    evaluate S networks at once (the slices of a file in lockstep), weight (S, out, in), bias
+    (S, out), contexts (S, …, C) and one ``step_exp`` per network. Every value stays an integer
+    below 2^53 (module docstring), so float64 products, sums and the scaling by 2^-k before
+    ``floor`` are exact: this is the fixed-point computation, done with batched matrix kernels.
     """
-    shape = context.shape[:-1]
-    a = context.reshape(-1, context.shape[-1]).to(torch.float64) * 2**FRAC
-    half = 2 ** (step_exp - 1) if step_exp > 0 else 0
+    single = layers[0][0].dim() == 2
+    if single:
+        context, layers, step_exp = context[None], [(w[None], b[None]) for w, b in layers], [step_exp]
+    count, shape = context.shape[0], context.shape[:-1]
+    a = context.reshape(count, -1, context.shape[-1]).to(torch.float64) * 2**FRAC
+    k = torch.tensor(step_exp, dtype=torch.float64, device=a.device).view(count, 1, 1)
+    scale = torch.exp2(-k)
+    half = torch.where(k > 0, torch.exp2(k - 1), torch.zeros_like(k))
     for i, (w, b) in enumerate(layers):
-        a = torch.addmm(b * 2**FRAC + half, a, w.T).mul_(2.0**-step_exp).floor_()
+        a = torch.baddbmm(b[:, None, :] * 2**FRAC + half, a, w.transpose(1, 2)).mul_(scale).floor_()
         a.clamp_(0 if i < len(layers) - 1 else -ACT_LIMIT, ACT_LIMIT)
     a = a.to(torch.int64).reshape(*shape, 2)
-    return _to_indices(a[..., 0], a[..., 1], lambda x, d: torch.div(x, d, rounding_mode="floor"))
+    mu, sigma = _to_indices(a[..., 0], a[..., 1], lambda x, d: torch.div(x, d, rounding_mode="floor"))
+    return (mu[0], sigma[0]) if single else (mu, sigma)
 
 
 def integer_arm_numpy(context: np.ndarray, layers: Sequence[tuple[np.ndarray, np.ndarray]],

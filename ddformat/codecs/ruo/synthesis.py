@@ -66,12 +66,16 @@ class Synthesis(nn.Module):
 
     def forward(self, x: torch.Tensor, rows: int | None = None) -> torch.Tensor:
         """(N, L, H, W) → (N, C, H, W). The 1×1 stack runs as matrix products over channels-last
-        pixels (BLAS: on a CPU many times faster than 1×1 convolutions), ``rows`` pixels at a
-        time when given, so the D₁-wide activations stay in cache."""
+        pixels; with ``rows`` (inference only) ``rows`` pixels at a time through reused buffers,
+        which on a CPU keeps the D₁-wide activations in cache and avoids page-faulting a fresh
+        multi-megabyte block per step (together ~50× faster than 1×1 convolutions here)."""
         n, _, h, w = x.shape
         pixels = x.permute(0, 2, 3, 1).reshape(n * h * w, -1)
-        parts = pixels.split(rows) if rows else (pixels,)
-        x = torch.cat([self._pointwise(p) for p in parts]).view(n, h, w, -1).permute(0, 3, 1, 2)
+        if rows is None or torch.is_grad_enabled():
+            y = self._pointwise(pixels)
+        else:
+            y = self._pointwise_blocked(pixels, rows)
+        x = y.view(n, h, w, -1).permute(0, 3, 1, 2)
         x = x + torch.relu(self.residual[0](F.pad(x, (1, 1, 1, 1), mode="replicate")))
         return x + self.residual[1](F.pad(x, (1, 1, 1, 1), mode="replicate"))
 
@@ -81,6 +85,17 @@ class Synthesis(nn.Module):
             if i < len(self.pointwise) - 1:
                 x = torch.relu(x)
         return x
+
+    def _pointwise_blocked(self, x: torch.Tensor, rows: int) -> torch.Tensor:
+        *hidden, last = self.pointwise
+        out = x.new_empty(len(x), last.out_channels)
+        buffers = [x.new_empty(min(rows, len(x)), conv.out_channels) for conv in hidden]
+        for start in range(0, len(x), rows):
+            a = x[start:start + rows]
+            for conv, buffer in zip(hidden, buffers):
+                a = torch.addmm(conv.bias, a, conv.weight.flatten(1).T, out=buffer[:len(a)]).relu_()
+            torch.addmm(last.bias, a, last.weight.flatten(1).T, out=out[start:start + len(a)])
+        return out
 
 
 class Decoder(nn.Module):
