@@ -36,7 +36,7 @@ def real() -> RealData:
 def run(real, tmp_path_factory):
     config = RuoConfig(**TINY)
     result = distill(real, config, progress=False)
-    path = save_result(tmp_path_factory.mktemp("ruo") / "digits.dd", result, real, config)
+    path = save_result(tmp_path_factory.mktemp("ruo") / "digits.dd", result, real)
     return config, result, path
 
 
@@ -148,7 +148,7 @@ def test_budget_search_lands_under_the_target(real, run):
         target = f.bpc + 64  # the first trial (λ × 1) is this run, plus a recorded target in the header
     result = distill_to_budget(real, config, target, search_steps=2, progress=False)
     assert result.target_bpc == target
-    with ddformat.open(save_result(path.with_name("budget.dd"), result, real, config)) as f:
+    with ddformat.open(save_result(path.with_name("budget.dd"), result, real)) as f:
         assert f.bpc <= target
         assert f.provenance["parameters"]["target_bpc"] == target
 
@@ -168,3 +168,22 @@ def test_command_line_writes_a_file(tmp_path, capsys):
         f.verify()
         assert f.num_classes == 2 and f.num_samples == 2
         assert f.provenance["parameters"]["lambdas"] == [5.0, 1.0]
+
+
+def test_beta_search_scales_beta_and_the_file_records_the_chosen_one(real, run):
+    config, _, path = run
+    result = distill_to_budget(real, config, 1e9, search_steps=2, search="beta", progress=False)
+    assert result.config.beta in (config.beta, 4 * config.beta)  # trials at β × 1, then × 4
+    with ddformat.open(save_result(path.with_name("beta.dd"), result, real)) as f:
+        assert f.provenance["parameters"]["beta"] == result.config.beta
+
+
+def test_a_slice_larger_than_spc_spans_classes_and_shares_its_networks(real, tmp_path):
+    config = RuoConfig(**{**TINY, "slice_size": 6})
+    result = distill(real, config, progress=False)
+    assert len(result.samples.slices) == 1 and result.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    with ddformat.open(save_result(tmp_path / "shared.dd", result, real)) as f:
+        torch.testing.assert_close(f.samples(), result.images, rtol=0, atol=1e-6)
+        assert torch.equal(f.labels(), torch.from_numpy(result.labels))
+        per_class = f.bits["per_class"]
+        assert max(per_class) - min(per_class) <= 1  # shared networks split evenly (spec § 5)

@@ -40,7 +40,7 @@ from ddformat import realdata
 from ddformat.evaluation import evaluate_file
 from ddformat.plots import rate_utility_png
 from producers.ruo.data import RealData
-from producers.ruo.distill import RuoConfig, distill_to_budget, save_result
+from producers.ruo.distill import SEARCHES, RuoConfig, distill_to_budget, save_result
 from producers.ruo.losses import DistributionMatching
 
 NUM_CLASSES = 10
@@ -104,6 +104,7 @@ def main() -> None:
     ap.add_argument("--ruo-init-iterations", type=int, default=300)
     ap.add_argument("--ruo-iterations", type=int, default=200)
     ap.add_argument("--ruo-search-steps", type=int, default=4)
+    ap.add_argument("--ruo-search", choices=SEARCHES, default="lambda", help="knob of the budget search")
     ap.add_argument("--batch-real", type=int, default=256, help="real images per class per DM step")
     ap.add_argument("--dm-iterations", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
@@ -159,11 +160,12 @@ def main() -> None:
                                init_iterations=args.ruo_init_iterations,
                                iterations=args.ruo_iterations, batch_real=args.batch_real, seed=args.seed)
             try:
-                result = distill_to_budget(real, config, budget, search_steps=args.ruo_search_steps)
+                result = distill_to_budget(real, config, budget, search_steps=args.ruo_search_steps,
+                                           search=args.ruo_search)
             except ValueError as exc:
                 tqdm.write(f"ruo-dm at {budget:.0f} bpc: {exc}")
                 continue
-            path = save_result(args.out / f"ruo-dm-{budget:.0f}.dd", result, real, config)
+            path = save_result(args.out / f"ruo-dm-{budget:.0f}.dd", result, real)
             with ddformat.open(path) as f:
                 evaluate("ruo-dm", budget, path, f.bpc, spc)
 

@@ -15,7 +15,7 @@ from typing import Sequence
 import ddformat
 
 from .data import RealData
-from .distill import LOSSES, RuoConfig, distill, distill_to_budget, save_result
+from .distill import LOSSES, SEARCHES, RuoConfig, distill, distill_to_budget, save_result
 from .losses import EXPERT_GLOB, train_experts
 from .model import RELAXATIONS
 from .quantize import MSE_THRESHOLDS
@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, type=Path, help="the .dd file to write")
     parser.add_argument("--target-bpc", type=float,
                         help="search λ for the largest file under this many bits per class")
-    parser.add_argument("--search-steps", type=int, default=6, help="Phase 2–3 runs the λ search may take")
+    parser.add_argument("--search-steps", type=int, default=6, help="runs the budget search may take")
+    parser.add_argument("--search", choices=SEARCHES, default="lambda",
+                        help="knob the budget search scales: λ (Phases 2–3 per run) or β (all phases per run)")
     parser.add_argument("--train-experts", type=int, default=0, metavar="N",
                         help="for --loss tm: first train N experts into --tm-experts if it holds none")
     parser.add_argument("--expert-train-epochs", type=int, default=20, help="epochs per trained expert")
@@ -84,8 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.target_bpc is None:
         result = distill(real, config, progress=progress)
     else:
-        result = distill_to_budget(real, config, args.target_bpc, search_steps=args.search_steps, progress=progress)
-    path = save_result(args.out, result, real, config)
+        result = distill_to_budget(real, config, args.target_bpc, search_steps=args.search_steps,
+                                   search=args.search, progress=progress)
+    path = save_result(args.out, result, real)
     with ddformat.open(path) as f:
         parts = ", ".join(f"{k} {v / real.num_classes:.0f}" for k, v in f.bits["components"].items())
         print(f"{path}: {f.num_samples} samples, {f.bpc:.0f} bits per class ({parts}); "

@@ -9,8 +9,8 @@
   the second (the paper's two-stage schedule: utility first, then the rate constraint).
 * Phase 3, post-quantisation (:mod:`.quantize`).
 
-:func:`distill_to_budget` repeats Phases 2–3 from one Phase 1 result, scaling both λs by a
-factor found by bisection in log space, to land as close under a requested bpc as it can.
+:func:`distill_to_budget` searches λ (Phases 2–3 repeated from one Phase 1 result) or β (all
+phases repeated) by bisection in log space, to land as close under a requested bpc as it can.
 :func:`save_result` writes the ``.dd`` file with a recipe for ``ddformat eval``.
 """
 
@@ -123,6 +123,8 @@ class RuoResult:
     images: torch.Tensor
     """(N, C, H, W) ``synthesize(samples)``: exactly what reading the file gives."""
     estimated_bits: dict[str, float]
+    config: RuoConfig
+    """The hyperparameters of this run (a β search changes ``beta``)."""
     lambda_scale: float = 1.0
     target_bpc: float | None = None
     history: dict[str, list[float]] = field(default_factory=dict)
@@ -221,7 +223,7 @@ def finish(model: RuoModel, config: RuoConfig, lambda_scale: float, history: dic
     samples = post_quantize(model, config.mse_threshold, progress)
     labels = model.labels().numpy()
     images = synthesize(samples, model.neighbours.device)
-    return RuoResult(samples, labels, images, estimated_bits(samples), lambda_scale, history=history)
+    return RuoResult(samples, labels, images, estimated_bits(samples), config, lambda_scale, history=history)
 
 
 def distill(real: RealData, config: RuoConfig, *, lambda_scale: float = 1.0, progress: bool = True) -> RuoResult:
@@ -240,8 +242,9 @@ def recipe(config: RuoConfig) -> dict[str, Any]:
             "augmentation": ["dsa"]}
 
 
-def save_result(path: str | Path, result: RuoResult, real: RealData, config: RuoConfig) -> Path:
+def save_result(path: str | Path, result: RuoResult, real: RealData) -> Path:
     """Write ``result`` as a ``.dd`` file whose provenance holds every hyperparameter."""
+    config = result.config
     parameters = {**config.to_dict(), "lambda_scale": result.lambda_scale, "target_bpc": result.target_bpc}
     return ddformat.save(path, result.samples, result.labels, num_classes=real.num_classes,
                          class_names=real.class_names, name=f"{real.source}-ruo-{config.loss}-spc{config.spc}",
@@ -249,33 +252,46 @@ def save_result(path: str | Path, result: RuoResult, real: RealData, config: Ruo
                          parameters=parameters, source_dataset=real.source)
 
 
-def _bpc(result: RuoResult, real: RealData, config: RuoConfig) -> float:
+def _bpc(result: RuoResult, real: RealData) -> float:
     with tempfile.TemporaryDirectory(prefix="ruo-budget-") as tmp:
-        path = save_result(Path(tmp) / "trial.dd", result, real, config)
+        path = save_result(Path(tmp) / "trial.dd", result, real)
         with ddformat.open(path) as f:
             return f.bpc
 
 
+SEARCHES = ("lambda", "beta")
+
+
 def distill_to_budget(real: RealData, config: RuoConfig, target_bpc: float, *, search_steps: int = 6,
-                      progress: bool = True) -> RuoResult:
-    """The run whose file comes closest under ``target_bpc``: Phase 1 once, then Phases 2–3 for
-    λ-scales found by bisection in log space (a larger λ buys utility with rate). Geometric
-    steps of ×4 first bracket the target, then halving the log-interval refines it."""
+                      search: str = "lambda", progress: bool = True) -> RuoResult:
+    """The run whose file comes closest under ``target_bpc``, scaling one knob by factors found
+    by bisection in log space (geometric steps of ×4 first bracket the target, then halving the
+    log-interval refines it); both knobs raise the rate as they grow.
+
+    ``search="lambda"``: Phase 1 once, then Phases 2–3 per trial with both λs scaled (a larger λ
+    buys utility with rate). ``search="beta"``: all three phases per trial with β scaled: β sets
+    the rate Phase 1 starts from, which a short Phase 2 moves little."""
     if target_bpc <= 0 or search_steps < 1:
         raise ValueError("target_bpc and search_steps must be positive")
-    start = build_model(config, real)
-    history = initialize(start, real, config, progress)
+    if search not in SEARCHES:
+        raise ValueError(f"search {search!r} is not one of {', '.join(SEARCHES)}")
+    if search == "lambda":
+        start = build_model(config, real)
+        history = initialize(start, real, config, progress)
     tried: list[tuple[float, float, RuoResult]] = []
 
     def trial(scale: float) -> float:
-        model = copy.deepcopy(start)
-        log = history | optimize(model, build_utility(config, real), config, scale, progress)
-        result = finish(model, config, scale, log, progress)
+        if search == "lambda":
+            model = copy.deepcopy(start)
+            log = history | optimize(model, build_utility(config, real), config, scale, progress)
+            result = finish(model, config, scale, log, progress)
+        else:
+            result = distill(real, dataclasses.replace(config, beta=config.beta * scale), progress=progress)
         result.target_bpc = target_bpc
-        bpc = _bpc(result, real, config)
+        bpc = _bpc(result, real)
         tried.append((scale, bpc, result))
         if progress:
-            tqdm.write(f"λ × {scale:.4g}: {bpc:.0f} bpc (target {target_bpc:.0f})")
+            tqdm.write(f"{'λ' if search == 'lambda' else 'β'} × {scale:.4g}: {bpc:.0f} bpc (target {target_bpc:.0f})")
         return bpc
 
     low, high = None, None  # log2 scales known to land under / over the target
@@ -294,8 +310,8 @@ def distill_to_budget(real: RealData, config: RuoConfig, target_bpc: float, *, s
     feasible = [t for t in tried if t[1] <= target_bpc]
     if not feasible:
         lowest = min(t[1] for t in tried)
-        raise ValueError(f"no λ-scale down to {min(t[0] for t in tried):.3g} reached {target_bpc:.0f} bpc "
-                         f"(lowest: {lowest:.0f}); the networks' fixed cost may exceed the budget — try a "
-                         "smaller decoder version, ARM or slice count")
+        raise ValueError(f"no {search} scale down to {min(t[0] for t in tried):.3g} reached {target_bpc:.0f} bpc "
+                         f"(lowest: {lowest:.0f}); the networks' fixed cost may exceed the budget — try "
+                         "fewer slices (a larger slice_size), a smaller decoder version or ARM")
     return max(feasible, key=lambda t: t[1])[2]
 
