@@ -101,7 +101,7 @@ def _float_decoder(samples: RuoSamples, s: RuoSlice, device: torch.device) -> De
 
 
 @torch.no_grad()
-def synthesize(samples: RuoSamples, device: str | torch.device = "cpu", chunk_pixels: int = 2**20) -> torch.Tensor:
+def synthesize(samples: RuoSamples, device: str | torch.device = "cpu", chunk_pixels: int = 2**18) -> torch.Tensor:
     """(N, C, H, W) float32 samples from integer latents and quantised decoders, synthesised in
     chunks of about ``chunk_pixels`` pixels (bounding the D₁-wide activations on a GPU); on a
     CPU the 1×1 layers take 2,048 pixels at a time, which keeps them in cache."""
