@@ -18,7 +18,8 @@ from ddformat.codecs.ruo.arm import (
     integer_arm_numpy,
     quantize_arm,
 )
-from ddformat.codecs.ruo.grid import context_pattern, schedule
+from ddformat.codecs.ruo.grid import context_pattern, scale_shapes, schedule
+from ddformat.codecs.ruo.synthesis import Decoder
 
 
 def random_samples(per_slice: list[int], shape=(1, 12, 10), scales=4, context=8, width=8, depth=2,
@@ -157,3 +158,14 @@ def test_non_finite_network_weights_are_refused_not_written_as_zeros():
         arm.layers[0].bias[0] = float("inf")
     with pytest.raises(ValueError, match="finite"):
         quantize_arm(arm, 8)
+
+
+def test_blocked_inference_synthesis_matches_the_training_path():
+    torch.manual_seed(0)
+    for version in ("v4-160", "v5-240"):
+        decoder = Decoder(4, 3, version)
+        latents = [torch.randn(3, h, w) for h, w in scale_shapes(20, 20, 4)]
+        reference = decoder(latents, (20, 20))
+        with torch.no_grad():
+            blocked = decoder(latents, (20, 20), rows=37)
+        torch.testing.assert_close(blocked, reference.detach(), rtol=1e-5, atol=1e-5)

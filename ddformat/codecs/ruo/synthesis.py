@@ -68,7 +68,8 @@ class Synthesis(nn.Module):
         """(N, L, H, W) → (N, C, H, W). The 1×1 stack runs as matrix products over channels-last
         pixels; with ``rows`` (inference only) ``rows`` pixels at a time through reused buffers,
         which on a CPU keeps the D₁-wide activations in cache and avoids page-faulting a fresh
-        multi-megabyte block per step (together ~50× faster than 1×1 convolutions here)."""
+        multi-megabyte block per step (together ~6× faster synthesis than 1×1 convolutions on
+        the 2-core CPU of docs/benchmarks.md)."""
         n, _, h, w = x.shape
         pixels = x.permute(0, 2, 3, 1).reshape(n * h * w, -1)
         if rows is None or torch.is_grad_enabled():
