@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import constriction
 import numpy as np
@@ -216,6 +218,16 @@ def _class_bytes(lengths: Sequence[int], classes: list[int] | None, num_classes:
     return out
 
 
+class _SliceStream(NamedTuple):
+    """What decoding one slice's latents needs: its position, ANS words, size and integer ARM."""
+
+    index: int
+    frame: memoryview
+    size: int
+    arm: list[tuple[np.ndarray, np.ndarray]]
+    step_exp: int
+
+
 class RuoCodec:
     name = "ruo"
     aux_kinds = ("ruo.arm", "ruo.decoder")
@@ -338,40 +350,50 @@ class RuoCodec:
         decoder_shapes = config.decoder_shapes()
         arms = self._networks(arm_section, arm_shapes, len(sizes))
         decoders = self._networks(decoder_section, list(decoder_shapes.values()), len(sizes))
-        arm_layers = [list(zip(parts[0::2], parts[1::2])) for _, parts in arms]
-        latents = self._decode_latents(section, self._frames(section, len(sizes)), sizes, config, arm_layers,
-                                       [step for step, _ in arms])
-        for z, arm, (arm_step, _), (dec_step, dec_parts) in zip(latents, arm_layers, arms, decoders):
-            config.slices.append(RuoSlice(z, arm, arm_step, dict(zip(decoder_shapes, dec_parts)), dec_step))
+        frames = self._frames(section, len(sizes))
+        streams = [_SliceStream(i, frame, n, list(zip(parts[0::2], parts[1::2])), step)
+                   for i, (frame, n, (step, parts)) in enumerate(zip(frames, sizes, arms))]
+        workers = min(len(streams), os.cpu_count() or 1)
+        groups = [streams[g::workers] for g in range(workers)]
+        with ThreadPoolExecutor(max(workers, 1)) as pool:
+            decoded = dict(kv for part in pool.map(lambda g: self._decode_latents(section, config, g), groups)
+                           for kv in part.items())
+        for st, (dec_step, dec_parts) in zip(streams, decoders):
+            config.slices.append(RuoSlice(decoded[st.index], st.arm, st.step_exp, dict(zip(decoder_shapes, dec_parts)),
+                                          dec_step))
         return config
 
-    def _decode_latents(self, section: Section, frames: list[memoryview], sizes: list[int], config: RuoSamples,
-                        arms: list[list[tuple[np.ndarray, np.ndarray]]], step_exps: list[int]) -> list[np.ndarray]:
-        """Lockstep decode of all slices: per wavefront step, one batched integer-ARM call over
-        every slice, sample and position, then one batched ANS decode per slice's stream."""
+    def _decode_latents(self, section: Section, config: RuoSamples, streams: list[_SliceStream]) -> dict[int, np.ndarray]:
+        """Lockstep decode of a group of slices: per wavefront step, one batched integer-ARM call
+        over every slice, sample and position, then one batched ANS decode per slice's stream.
+        :meth:`read` runs one group per core: the ARM's matrix kernels release the GIL, so one
+        group's ARM overlaps another's ANS decoding (constriction holds the GIL)."""
         _, h, w = config.sample_shape
         m, steps = schedule(h, w, config.scales, config.context)
-        latents = np.zeros((len(sizes), max(sizes, default=0), m + 1), dtype=np.int64)  # last column: zero outside
-        layers = [(torch.from_numpy(np.stack([arm[j][0] for arm in arms]).astype(np.float64)),
-                   torch.from_numpy(np.stack([arm[j][1] for arm in arms]).astype(np.float64)))
-                  for j in range(len(arms[0]) if arms else 0)]
+        # float64 holds these small integers exactly and is what the ARM computes in; the last
+        # column is the zero that stands for neighbours outside the grid
+        latents = np.zeros((len(streams), max((st.size for st in streams), default=0), m + 1))
+        layers = [(torch.from_numpy(np.stack([st.arm[j][0] for st in streams]).astype(np.float64)),
+                   torch.from_numpy(np.stack([st.arm[j][1] for st in streams]).astype(np.float64)))
+                  for j in range(len(streams[0].arm) if streams else 0)]
         coders = []
-        for i, frame in enumerate(frames):
-            with self._ans_errors(section, f"params.frames[{i}]"):
-                coders.append(constriction.stream.stack.AnsCoder(np.frombuffer(frame, dtype="<u4").astype(np.uint32)))
-        for st in steps if latents.size else ():
-            mu, sigma = integer_arm(torch.from_numpy(latents[:, :, st.neighbours]), layers, step_exps)
+        for st in streams:
+            with self._ans_errors(section, f"params.frames[{st.index}]"):
+                coders.append(constriction.stream.stack.AnsCoder(np.frombuffer(st.frame, dtype="<u4").astype(np.uint32)))
+        for step in steps if latents.size else ():
+            mu, sigma = integer_arm(torch.from_numpy(latents[:, :, step.neighbours]), layers,
+                                    [st.step_exp for st in streams])
             mean, scale = laplace_parameters(mu.numpy(), sigma.numpy())
-            for i, n in enumerate(sizes):
-                if n:
-                    with self._ans_errors(section, f"params.frames[{i}]"):
-                        symbols = coders[i].decode(_LATENTS, mean[i, :n].reshape(-1), scale[i, :n].reshape(-1))
-                    latents[i][:n, st.positions] = np.asarray(symbols, dtype=np.int64).reshape(n, -1)
-        for i, coder in enumerate(coders):
+            for i, (st, coder) in enumerate(zip(streams, coders)):
+                if st.size:
+                    with self._ans_errors(section, f"params.frames[{st.index}]"):
+                        symbols = coder.decode(_LATENTS, mean[i, :st.size].reshape(-1), scale[i, :st.size].reshape(-1))
+                    latents[i][:st.size, step.positions] = np.reshape(symbols, (st.size, -1))
+        for st, coder in zip(streams, coders):
             if not coder.is_empty():
                 raise DecodeError("ANS words left over after the last latent", section=section.kind,
-                                  field=f"params.frames[{i}]")
-        return [latents[i, :n, :m] for i, n in enumerate(sizes)]
+                                  field=f"params.frames[{st.index}]")
+        return {st.index: latents[i, :st.size, :m].astype(np.int64) for i, st in enumerate(streams)}
 
     @staticmethod
     @contextlib.contextmanager
