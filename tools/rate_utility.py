@@ -109,6 +109,8 @@ def main() -> None:
     ap.add_argument("--dm-iterations", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/rate_utility"))
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows already in OUT/rate_utility.json and run only what they lack")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     budgets = [float(b) for b in args.budgets.split(",")]
@@ -118,14 +120,18 @@ def main() -> None:
     ruo_spc *= len(budgets) // len(ruo_spc)
     x, y = realdata.load("mnist", "train")
     real = RealData.load("mnist")
-    rows: list[dict[str, Any]] = []
+    results = args.out / "rate_utility.json"
+    rows: list[dict[str, Any]] = json.loads(results.read_text())["rows"] if args.resume and results.exists() else []
+
+    def todo(method: str, budget: float) -> bool:
+        return not any(r["method"] == method and r["budget_bpc"] == budget for r in rows)
 
     def evaluate(method: str, budget: float, path: Path, bpc: float, ipc: int) -> None:
         report = evaluate_file(path, "mnist", seeds=range(args.seeds), epochs=args.epochs, progress=False)
         r = report["results"][0]
         rows.append({"method": method, "budget_bpc": budget, "bpc": bpc, "samples_per_class": ipc,
                      "accuracy": r["mean"], "std": r["std"]})
-        (args.out / "rate_utility.json").write_text(json.dumps({"rows": rows}, indent=2))
+        results.write_text(json.dumps({"rows": rows}, indent=2))
         tqdm.write(f"{method:<14} budget {budget:>7.0f}  bpc {bpc:>9.1f}  ipc {ipc:>3}  "
                    f"accuracy {100 * r['mean']:.2f} ± {100 * r['std']:.2f}")
 
@@ -133,10 +139,11 @@ def main() -> None:
         tmp = Path(tmp_name)
         for budget, spc in tqdm(list(zip(budgets, ruo_spc)), desc="budgets"):
             ipc = _largest_fitting(budget, lambda k: _pixels_bpc(*_subset(x, y, k, args.seed), tmp))
-            if ipc:
+            if ipc and todo("random-pixels", budget):
                 xs, ys = _subset(x, y, ipc, args.seed)
                 path = ddformat.save(args.out / f"random-pixels-{budget:.0f}.dd", xs, ys)
                 evaluate("random-pixels", budget, path, _pixels_bpc(xs, ys, tmp), ipc)
+            if ipc and todo("dm-pixels", budget):
                 k = ipc  # DM images compress worse than real ones: rescale by the bits they took, then shrink
                 while k:
                     xk, yk = _subset(x, y, k, args.seed)
@@ -149,6 +156,8 @@ def main() -> None:
                         break
                     k = min(k - 1, int(k * budget / bpc))
             for fmt in ("JPEG", "WEBP"):
+                if not todo(f"random-{fmt.lower()}", budget):
+                    continue
                 k = _largest_fitting(budget, lambda k: 8 * _codec_bytes(_subset(x, y, k, args.seed)[0], fmt,
                                                                           args.quality)[0] / NUM_CLASSES)
                 if k:
@@ -156,6 +165,8 @@ def main() -> None:
                     nbytes, decoded = _codec_bytes(xs, fmt, args.quality)
                     path = ddformat.save(tmp / f"{fmt}.dd", decoded, ys)
                     evaluate(f"random-{fmt.lower()}", budget, path, 8 * nbytes / NUM_CLASSES, k)
+            if not todo("ruo-dm", budget):
+                continue
             config = RuoConfig(spc=spc, slice_size=args.ruo_slice_size, loss="dm",
                                init_iterations=args.ruo_init_iterations,
                                iterations=args.ruo_iterations, batch_real=args.batch_real, seed=args.seed)
@@ -169,8 +180,8 @@ def main() -> None:
             with ddformat.open(path) as f:
                 evaluate("ruo-dm", budget, path, f.bpc, spc)
 
-    (args.out / "rate_utility.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                                            "rows": rows}, indent=2))
+    rows.sort(key=lambda r: r["budget_bpc"])
+    results.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))
     table = ["| method | budget (bits/class) | bpc | samples/class | accuracy % |", "|---|---|---|---|---|"]
     table += [f"| {r['method']} | {r['budget_bpc']:.0f} | {r['bpc']:.0f} | {r['samples_per_class']} | "
               f"{100 * r['accuracy']:.2f} ± {100 * r['std']:.2f} |" for r in rows]
