@@ -22,7 +22,8 @@ from .quantize import MSE_THRESHOLDS
 
 HELP = {
     "spc": "synthetic samples per class",
-    "slice_size": "samples sharing one ARM and decoder, taken in class order, so more than --spc spans classes (default: one slice per class)",
+    "slice_size": "samples sharing one ARM and decoder, taken in class order, so more than --spc spans "
+                  "classes (default: one slice per class)",
     "scales": "latent scales L", "context": "ARM context size C", "arm_width": "ARM hidden width",
     "arm_depth": "ARM hidden layers", "decoder_version": "decoder of Table A1 (v4-40 … v5-320)",
     "relaxation": f"differentiable rounding: {', '.join(RELAXATIONS)}",

@@ -291,7 +291,8 @@ def distill_to_budget(real: RealData, config: RuoConfig, target_bpc: float, *, s
         bpc = _bpc(result, real)
         tried.append((scale, bpc, result))
         if progress:
-            tqdm.write(f"{'λ' if search == 'lambda' else 'β'} × {scale:.4g}: {bpc:.0f} bpc (target {target_bpc:.0f})")
+            knob = "λ" if search == "lambda" else "β"
+            tqdm.write(f"{knob} × {scale:.4g}: {bpc:.0f} bpc (target {target_bpc:.0f})")
         return bpc
 
     low, high = None, None  # log2 scales known to land under / over the target

@@ -107,7 +107,8 @@ class RuoModel(nn.Module):
     ``s``'s samples (one class by default, several when a slice spans classes), and samples are
     numbered slice after slice."""
 
-    def __init__(self, architecture: Architecture, slice_labels: Sequence[Sequence[int]], init_std: float = 0.01) -> None:
+    def __init__(self, architecture: Architecture, slice_labels: Sequence[Sequence[int]],
+                 init_std: float = 0.01) -> None:
         super().__init__()
         if not slice_labels or min(len(labels) for labels in slice_labels) < 1:
             raise ValueError("need at least one slice, and at least one sample in every slice")

@@ -355,15 +355,17 @@ class RuoCodec:
                    for i, (frame, n, (step, parts)) in enumerate(zip(frames, sizes, arms))]
         workers = min(len(streams), os.cpu_count() or 1)
         groups = [streams[g::workers] for g in range(workers)]
+        latents: dict[int, np.ndarray] = {}
         with ThreadPoolExecutor(max(workers, 1)) as pool:
-            decoded = dict(kv for part in pool.map(lambda g: self._decode_latents(section, config, g), groups)
-                           for kv in part.items())
+            for part in pool.map(lambda group: self._decode_latents(section, config, group), groups):
+                latents |= part
         for st, (dec_step, dec_parts) in zip(streams, decoders):
-            config.slices.append(RuoSlice(decoded[st.index], st.arm, st.step_exp, dict(zip(decoder_shapes, dec_parts)),
-                                          dec_step))
+            decoder = dict(zip(decoder_shapes, dec_parts))
+            config.slices.append(RuoSlice(latents[st.index], st.arm, st.step_exp, decoder, dec_step))
         return config
 
-    def _decode_latents(self, section: Section, config: RuoSamples, streams: list[_SliceStream]) -> dict[int, np.ndarray]:
+    def _decode_latents(self, section: Section, config: RuoSamples,
+                        streams: list[_SliceStream]) -> dict[int, np.ndarray]:
         """Lockstep decode of a group of slices: per wavefront step, one batched integer-ARM call
         over every slice, sample and position, then one batched ANS decode per slice's stream.
         :meth:`read` runs one group per core: the ARM's matrix kernels release the GIL, so one
@@ -378,8 +380,9 @@ class RuoCodec:
                   for j in range(len(streams[0].arm) if streams else 0)]
         coders = []
         for st in streams:
+            words = np.frombuffer(st.frame, dtype="<u4").astype(np.uint32)
             with self._ans_errors(section, f"params.frames[{st.index}]"):
-                coders.append(constriction.stream.stack.AnsCoder(np.frombuffer(st.frame, dtype="<u4").astype(np.uint32)))
+                coders.append(constriction.stream.stack.AnsCoder(words))
         for step in steps if latents.size else ():
             mu, sigma = integer_arm(torch.from_numpy(latents[:, :, step.neighbours]), layers,
                                     [st.step_exp for st in streams])
