@@ -114,7 +114,7 @@ def save(
         x, samples_codec = samples, "ruo"
         n, shape, dtype = samples.num_samples, tuple(samples.sample_shape), "float32"
     else:
-        x = _numpy(samples)
+        x = np.ascontiguousarray(_numpy(samples))
         if x.ndim < 2 or x.ndim > 5:
             raise ValueError("samples must be (N, ...) with 1 to 4 sample dimensions")
         if x.dtype.name not in SAMPLE_DTYPES:
@@ -158,7 +158,7 @@ def save(
         weights_codec = "counts" if w.dtype.kind in "iu" else "float"
 
     sections: list[EncodedSection] = list(_codec(SAMPLES_CODECS, samples_codec, "samples").encode(
-        x if isinstance(x, RuoSamples) else np.ascontiguousarray(x), layout, groups, **options.get("samples", {})))
+        x, layout, groups, **options.get("samples", {})))
     sections.append(_codec(LABELS_CODECS, labels_codec, "labels").encode(
         y, layout, groups, **options.get("labels", {})))
     if w is not None:

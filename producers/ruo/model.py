@@ -114,7 +114,6 @@ class RuoModel(nn.Module):
             raise ValueError("need at least one slice, and at least one sample in every slice")
         self.architecture = architecture
         self.slice_labels = [[int(c) for c in labels] for labels in slice_labels]
-        self.slice_sizes = [len(labels) for labels in self.slice_labels]
         a = architecture
         channels, height, width = a.sample_shape
         self.register_buffer("neighbours", neighbour_table(height, width, a.scales, a.context), persistent=False)
@@ -122,6 +121,10 @@ class RuoModel(nn.Module):
         self.latents = nn.ParameterList(nn.Parameter(torch.randn(n, m) * init_std) for n in self.slice_sizes)
         self.arms = nn.ModuleList(ArmMLP(a.context, a.arm_width, a.arm_depth) for _ in self.slice_sizes)
         self.decoders = nn.ModuleList(Decoder(a.scales, channels, a.decoder_version) for _ in self.slice_sizes)
+
+    @property
+    def slice_sizes(self) -> list[int]:
+        return [len(labels) for labels in self.slice_labels]
 
     @property
     def num_slices(self) -> int:

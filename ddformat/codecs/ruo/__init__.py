@@ -10,8 +10,9 @@ synthesis); by default one slice per class. The file holds three sections:
   slice, the network's integer weights (step 2^-k) as one ANS stream under a zero-mean discrete
   Laplace whose scale and range are stored in the params.
 
-Decoding runs all samples of a slice in lockstep, one batched ARM call and one batched
-``constriction`` decode per wavefront step, then synthesises every slice on the device.
+Decoding runs the slices in lockstep, one group of slices per core: per wavefront step, one
+batched ARM call over a group's slices, samples and positions and one batched ``constriction``
+decode per slice; then it synthesises every slice on the device.
 """
 
 from __future__ import annotations
@@ -260,15 +261,14 @@ class RuoCodec:
         classes = _slice_classes(sizes, groups, layout.num_classes)
         common = {"scales": samples.scales, "context": samples.context, "arm_width": samples.arm_width,
                   "arm_depth": samples.arm_depth, "decoder_version": samples.decoder_version, "slices": sizes}
+        lengths = {which: [len(b) for b in parts] for which, parts in streams.items()}
         out = [EncodedSection("samples", self.name, "samples", b"".join(streams["samples"]),
-                              {**common, "frames": [len(b) for b in streams["samples"]]},
-                              class_bytes=_class_bytes([len(b) for b in streams["samples"]], classes,
-                                                       layout.num_classes))]
+                              {**common, "frames": lengths["samples"]},
+                              class_bytes=_class_bytes(lengths["samples"], classes, layout.num_classes))]
         for which, component in (("arm", "entropy_networks"), ("decoder", "decoders")):
-            lengths = [len(b) for b in streams[which]]
             out.append(EncodedSection(f"ruo.{which}", self.name, component, b"".join(streams[which]),
-                                      {"frames": lengths, "networks": net_params[which]},
-                                      class_bytes=_class_bytes(lengths, classes, layout.num_classes)))
+                                      {"frames": lengths[which], "networks": net_params[which]},
+                                      class_bytes=_class_bytes(lengths[which], classes, layout.num_classes)))
         return out
 
     # ------------------------------------------------------------------ decoding
