@@ -1,25 +1,25 @@
 """``open``: a ``.dd`` file as metadata plus lazily decoded samples, labels and weights.
 
 Opening reads only the preamble and header (and the zero padding between sections); each
-section is read, checksum-verified and decoded when first asked for.
+section is read, checksum-verified and decoded when first asked for. Everything decodes to
+numpy: reading needs no torch (:mod:`ddformat.torch` turns files into tensors on a device).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
-import torch
 
-from .bits import bpc
-from .codecs import LABELS_CODECS, SAMPLES_CODECS, WEIGHTS_CODECS, ZCA_CODECS, is_known
-from .codecs.base import Layout
-from .container import Container
+from . import codecs
+from .container.bits import bpc
+from .container.layout import Container
+from .container.sections import Layout, Section
+from .container.sources import ByteSource
 from .errors import FormatError, HeaderError, LimitError
 from .limits import DEFAULT_LIMITS, SAMPLE_DTYPES, Limits
-from .sources import ByteSource
 from .weighting import loss_weights
 
 
@@ -27,13 +27,13 @@ class DDFile:
     """An open ``.dd`` file. Use as a context manager, or call :meth:`close`."""
 
     def __init__(self, location: str | os.PathLike[str] | ByteSource, limits: Limits = DEFAULT_LIMITS) -> None:
-        self.container = Container(location, is_known, limits)
+        self.container = Container(location, codecs.is_known, limits)
         try:
             self._check_semantics()
         except BaseException:
             self.close()
             raise
-        self._labels: torch.Tensor | None = None
+        self._labels: np.ndarray | None = None
 
     # ------------------------------------------------------------------ metadata
     @property
@@ -79,7 +79,7 @@ class DDFile:
     @property
     def label_kind(self) -> str:
         """``"hard"`` (class indices) or ``"soft"`` (probability vectors)."""
-        return "soft" if self.container.entries["labels"].codec in ("dense", "topk") else "hard"
+        return self._codec("labels").label_kind
 
     @property
     def layout(self) -> Layout:
@@ -87,12 +87,19 @@ class DDFile:
         return Layout(d["num_samples"], d["num_classes"], tuple(d["sample_shape"]), d["sample_dtype"],
                       self.container.limits.max_decoded_bytes)
 
+    def _codec(self, kind: str) -> Any:
+        return codecs.lookup(kind, self.container.entries[kind].codec)
+
     def _check_semantics(self) -> None:
         """Cross-field rules the schema alone cannot state; checked before any decoding."""
         entries = self.container.entries
         for kind in ("samples", "labels"):
             if kind not in entries:
                 raise HeaderError("file has no such section, which every file needs", section=kind)
+        for kind in codecs.KINDS:
+            if kind in entries and not entries[kind].required:
+                raise HeaderError("a section of this kind must be marked required", section=kind,
+                                  field="required")
         d = self.dataset
         decoded = d["num_samples"] * math.prod(d["sample_shape"]) * SAMPLE_DTYPES[d["sample_dtype"]]
         if decoded > self.container.limits.max_decoded_bytes:
@@ -104,43 +111,54 @@ class DDFile:
             raise HeaderError("weighting scheme needs a weights section", section="header",
                               field="recipe.weighting.scheme")
 
+    def _section(self, kind: str) -> tuple[Any, Section]:
+        section = self.container.section(kind)
+        return codecs.lookup(kind, section.codec), section
+
     # ------------------------------------------------------------------ payloads
-    def samples(self, device: str | torch.device = "cpu") -> torch.Tensor:
-        """All samples in stored order and dtype, shape (N, *sample_shape), on ``device``."""
-        s = self.container.section("samples")
-        x = SAMPLES_CODECS[s.codec].decode(s, self.layout, self.container.section, torch.device(device))
+    def samples(self) -> np.ndarray:
+        """All samples in stored order and dtype, shape (N, *sample_shape)."""
+        codec, section = self._section("samples")
+        return self._checked_samples(codec.decode(section, self.layout, self.container.section))
+
+    def decode_samples(self, decode: Callable[[Any, Section, Layout, Callable[[str], Section]], Any]) -> Any:
+        """Samples through ``decode(codec, section, layout, aux)`` instead of the codec's own
+        numpy path: how the torch layer has a codec decode straight onto a device."""
+        codec, section = self._section("samples")
+        return self._checked_samples(decode(codec, section, self.layout, self.container.section))
+
+    def _checked_samples(self, x: Any) -> Any:
         if tuple(x.shape) != (self.num_samples, *self.dataset["sample_shape"]):
             raise FormatError(f"decoded samples have shape {tuple(x.shape)}", section="samples")
         return x
 
-    def labels(self) -> torch.Tensor:
+    def labels(self) -> np.ndarray:
         """(N,) int64 class indices, or (N, K) float32 probabilities."""
         if self._labels is None:
-            s = self.container.section("labels")
-            self._labels = torch.from_numpy(LABELS_CODECS[s.codec].decode(s, self.layout))
+            codec, section = self._section("labels")
+            self._labels = codec.decode(section, self.layout)
         return self._labels
 
-    def classes(self) -> torch.Tensor:
+    def classes(self) -> np.ndarray:
         """Class of each sample: the hard label, or the arg-max of the soft label."""
         y = self.labels()
-        return y if y.ndim == 1 else y.argmax(dim=1)
+        return y if y.ndim == 1 else y.argmax(axis=1)
 
-    def stored_weights(self) -> torch.Tensor | None:
+    def stored_weights(self) -> np.ndarray | None:
         """Per-sample values as stored (counts or floats), before the weighting scheme."""
         if not self.container.has("weights"):
             return None
-        s = self.container.section("weights")
-        return torch.from_numpy(np.asarray(WEIGHTS_CODECS[s.codec].decode(s, self.layout)))
+        codec, section = self._section("weights")
+        return np.asarray(codec.decode(section, self.layout))
 
-    def zca(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def zca(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The stored ZCA whitening ``(mean (D,), matrix (D, D))`` of the samples' space, if any."""
         if not self.container.has("zca"):
             return None
-        s = self.container.section("zca")
-        mean, matrix = ZCA_CODECS[s.codec].decode(s, self.layout)
-        return torch.from_numpy(mean), torch.from_numpy(matrix)
+        codec, section = self._section("zca")
+        return codec.decode(section, self.layout)
 
-    def loss_weights(self) -> torch.Tensor:
+    def loss_weights(self) -> np.ndarray:
         """Per-sample loss weights: the recipe's scheme applied, globally normalised if it says so."""
         w = self.recipe["weighting"]
         try:

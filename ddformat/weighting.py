@@ -15,36 +15,33 @@ Schemes, for stored values ``v_i`` of a sample of class ``c`` with ``K_c`` sampl
 Normalisation ``global`` rescales the weights once, over the whole dataset, to mean 1 so that a
 plain ``mean(w * loss)`` keeps the loss scale of unweighted training. ``none`` and ``batch``
 return the scheme's weights unchanged; ``batch`` divides by the batch's weight sum inside the
-loss (:mod:`ddformat.losses`).
+loss (:mod:`ddformat.torch.losses`). Plain numpy, so that reading a file needs no torch.
 """
 
 from __future__ import annotations
 
-import torch
+import numpy as np
 
-from .header import WEIGHT_NORMALIZATIONS, WEIGHT_SCHEMES
-
-
-def _class_sums(values: torch.Tensor, classes: torch.Tensor, num_classes: int) -> torch.Tensor:
-    return torch.zeros(num_classes, dtype=values.dtype, device=values.device).index_add_(0, classes, values)
+WEIGHT_SCHEMES = ("uniform", "proportional", "sqrt", "explicit")
+WEIGHT_NORMALIZATIONS = ("none", "global", "batch")
 
 
-def _check_values(values: torch.Tensor, classes: torch.Tensor, num_classes: int) -> torch.Tensor:
+def _check_values(values: np.ndarray, classes: np.ndarray, num_classes: int) -> np.ndarray:
     if values.ndim != 1 or values.shape[0] != classes.shape[0]:
         raise ValueError(f"weight values of shape {tuple(values.shape)} do not match {classes.shape[0]} samples")
-    v = values.to(torch.float64)
-    if not bool(torch.isfinite(v).all()) or bool((v < 0).any()):
+    v = values.astype(np.float64)
+    if not np.isfinite(v).all() or (v < 0).any():
         raise ValueError("weight values must be finite and non-negative")
-    if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= num_classes):
+    if classes.size and (int(classes.min()) < 0 or int(classes.max()) >= num_classes):
         raise ValueError(f"sample classes must lie in [0, {num_classes})")
     return v
 
 
-def _per_class_share(v: torch.Tensor, classes: torch.Tensor, num_classes: int, scheme: str) -> torch.Tensor:
+def _per_class_share(v: np.ndarray, classes: np.ndarray, num_classes: int, scheme: str) -> np.ndarray:
     """``v_i / sum_c v``, refusing classes whose values sum to zero (their share is undefined)."""
-    sums = _class_sums(v, classes, num_classes)
-    present = torch.bincount(classes, minlength=num_classes) > 0
-    empty = torch.nonzero(present & (sums == 0)).flatten().tolist()
+    sums = np.bincount(classes, weights=v, minlength=num_classes)
+    present = np.bincount(classes, minlength=num_classes) > 0
+    empty = np.flatnonzero(present & (sums == 0)).tolist()
     if empty:
         raise ValueError(f"weighting scheme {scheme!r}: the weight values of class(es) {empty[:10]} sum to 0, "
                          "so their per-class shares are undefined")
@@ -52,12 +49,12 @@ def _per_class_share(v: torch.Tensor, classes: torch.Tensor, num_classes: int, s
 
 
 def loss_weights(
-    values: torch.Tensor | None,
-    classes: torch.Tensor,
+    values: np.ndarray | None,
+    classes: np.ndarray,
     num_classes: int,
     scheme: str,
     normalization: str,
-) -> torch.Tensor:
+) -> np.ndarray:
     """Float32 (N,) loss weights for samples of the given ``classes`` (int (N,)).
 
     ``values`` are the stored per-sample values (counts or floats); ``None`` only with the
@@ -69,22 +66,22 @@ def loss_weights(
         raise ValueError(f"weighting scheme {scheme!r} is not one of {', '.join(WEIGHT_SCHEMES)}")
     if normalization not in WEIGHT_NORMALIZATIONS:
         raise ValueError(f"weight normalization {normalization!r} is not one of {', '.join(WEIGHT_NORMALIZATIONS)}")
-    classes = classes.to(torch.int64)
+    classes = np.asarray(classes).astype(np.int64)
     if scheme == "uniform":
-        return torch.ones(classes.shape[0], dtype=torch.float32, device=classes.device)
+        return np.ones(classes.shape[0], dtype=np.float32)
     if values is None:
         raise ValueError(f"weighting scheme {scheme!r} needs per-sample weight values, and there are none")
-    v = _check_values(values.to(classes.device), classes, num_classes)
+    v = _check_values(np.asarray(values), classes, num_classes)
     if scheme == "proportional":
         w = _per_class_share(v, classes, num_classes, scheme)
     elif scheme == "sqrt":
-        counts = torch.bincount(classes, minlength=num_classes).to(torch.float64)
-        w = torch.sqrt(counts[classes] * _per_class_share(v, classes, num_classes, scheme))
+        counts = np.bincount(classes, minlength=num_classes).astype(np.float64)
+        w = np.sqrt(counts[classes] * _per_class_share(v, classes, num_classes, scheme))
     else:
         w = v
-    if normalization == "global" and w.numel():
+    if normalization == "global" and w.size:
         mean = w.mean()
         if mean == 0:
             raise ValueError("global weight normalization: every weight is 0, so the mean cannot be made 1")
         w = w / mean
-    return w.to(torch.float32)
+    return w.astype(np.float32)

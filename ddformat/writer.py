@@ -12,23 +12,30 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import torch
 
-from . import __version__
-from .codecs import LABELS_CODECS, SAMPLES_CODECS, WEIGHTS_CODECS, ZCA_CODECS
-from .codecs.base import EncodedSection, Layout, group_counts
-from .codecs.ruo import RuoSamples
-from .container import build, write_atomic
-from .header import LOSSES, WEIGHT_NORMALIZATIONS, WEIGHT_SCHEMES
-from .limits import DEFAULT_LIMITS, SAMPLE_DTYPES
+from . import __version__, codecs
+from .codecs.base import group_counts
+from .container.header import LOSSES
+from .container.sections import EncodedSection, Layout
+from .container.writing import build, write_atomic
+from .limits import DEFAULT_LIMITS
+from .weighting import WEIGHT_NORMALIZATIONS, WEIGHT_SCHEMES
 
-ArrayLike = np.ndarray | torch.Tensor
+ArrayLike = Any
+"""A numpy array, or anything with ``.detach().cpu().numpy()`` (a torch tensor), or a sequence."""
 
 
-def _numpy(x: ArrayLike | Sequence[Any]) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
+def _numpy(x: ArrayLike) -> np.ndarray:
+    if hasattr(x, "detach"):
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def _samples(x: Any) -> Any:
+    """Arrays (and tensors) as contiguous numpy; codec-specific objects as they are."""
+    if isinstance(x, np.ndarray) or hasattr(x, "detach") or isinstance(x, (list, tuple)):
+        return np.ascontiguousarray(_numpy(x))
+    return x
 
 
 def _classes_of(labels: np.ndarray) -> np.ndarray:
@@ -54,10 +61,16 @@ def _check_labels(labels: np.ndarray, n: int, num_classes: int) -> None:
         raise ValueError("labels must be (N,) class indices or (N, K) probabilities")
 
 
-def _codec(registry: Mapping[str, Any], name: str, kind: str) -> Any:
-    if name not in registry:
-        raise ValueError(f"unknown {kind} codec {name!r}; known: {', '.join(sorted(registry))}")
-    return registry[name]
+def _codec(kind: str, name: str | None, value: Any, groups: list[int] | None) -> Any:
+    """The codec the caller named, or the first registered one that stores ``value`` as is."""
+    if name is not None:
+        if name not in codecs.names(kind):
+            raise ValueError(f"unknown {kind} codec {name!r}; known: {', '.join(codecs.names(kind))}")
+        return codecs.lookup(kind, name)
+    for codec in codecs.candidates(kind):
+        if codec.accepts(value, groups):
+            return codec
+    raise ValueError(f"no {kind} codec can store a {type(value).__name__}")
 
 
 def _recipe(recipe: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -92,7 +105,7 @@ def save(
     parameters: Mapping[str, Any] | None = None,
     source_dataset: str = "",
     sort_by_class: bool = True,
-    samples_codec: str = "pixels",
+    samples_codec: str | None = None,
     labels_codec: str | None = None,
     weights_codec: str | None = None,
     codec_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -101,8 +114,10 @@ def save(
     """Write a distilled set to ``path`` atomically and return the path.
 
     ``samples`` is (N, C, H, W) (any C×H×W, or other ranks up to 4) of uint8, float16 or float32
-    (stored by the lossless ``pixels`` codec), or a :class:`~ddformat.codecs.ruo.RuoSamples`
-    (latents and networks, stored by the ``ruo`` codec; its labels must be class-grouped);
+    (stored by the lossless ``pixels`` codec), or an object a samples codec takes, e.g.
+    :class:`~ddformat.codecs.ruo.RuoSamples` (latents and networks for the ``ruo`` codec; its
+    labels must be class-grouped). Codecs are chosen by name, or else the first that can store
+    the value as it is;
     ``labels`` is (N,) class indices or (N, K) probabilities; ``weights`` is (N,) per-sample
     values (integer counts or floats) interpreted by ``recipe["weighting"]["scheme"]``.
     ``codec_options`` maps ``"samples" | "labels" | "weights"`` to keyword options of the codec.
@@ -110,16 +125,9 @@ def save(
     (D and D×D for D features); consumers apply it to real data before comparing.
     """
     y = _numpy(labels)
-    if isinstance(samples, RuoSamples):
-        x, samples_codec = samples, "ruo"
-        n, shape, dtype = samples.num_samples, tuple(samples.sample_shape), "float32"
-    else:
-        x = np.ascontiguousarray(_numpy(samples))
-        if x.ndim < 2 or x.ndim > 5:
-            raise ValueError("samples must be (N, ...) with 1 to 4 sample dimensions")
-        if x.dtype.name not in SAMPLE_DTYPES:
-            raise ValueError(f"sample dtype {x.dtype} is not one of {sorted(SAMPLE_DTYPES)}")
-        n, shape, dtype = x.shape[0], tuple(int(s) for s in x.shape[1:]), x.dtype.name
+    x = _samples(samples)
+    samples_codec = _codec("samples", samples_codec, x, None)
+    n, shape, dtype = samples_codec.describe(x)
     if num_classes is None:
         if y.ndim == 2:
             num_classes = y.shape[1]
@@ -141,31 +149,21 @@ def save(
     classes = _classes_of(y)
     if sort_by_class:
         order = np.argsort(classes, kind="stable")
-        if isinstance(x, RuoSamples):
-            if np.any(order != np.arange(n)):
-                raise ValueError("ruo samples must come class-grouped, in the order of their labels")
-        else:
-            x = x[order]
+        x = samples_codec.take(x, order)
         y, classes = y[order], classes[order]
         w = None if w is None else w[order]
     groups = group_counts(classes, num_classes)
 
     layout = Layout(n, num_classes, shape, dtype, DEFAULT_LIMITS.max_decoded_bytes)
     options = codec_options or {}
-    if labels_codec is None:
-        labels_codec = ("grouped" if groups is not None else "indices") if y.ndim == 1 else "dense"
-    if weights_codec is None and w is not None:
-        weights_codec = "counts" if w.dtype.kind in "iu" else "float"
-
-    sections: list[EncodedSection] = list(_codec(SAMPLES_CODECS, samples_codec, "samples").encode(
-        x, layout, groups, **options.get("samples", {})))
-    sections.append(_codec(LABELS_CODECS, labels_codec, "labels").encode(
-        y, layout, groups, **options.get("labels", {})))
+    sections: list[EncodedSection] = list(samples_codec.encode(x, layout, groups, **options.get("samples", {})))
+    sections.append(_codec("labels", labels_codec, y, groups).encode(y, layout, groups, **options.get("labels", {})))
     if w is not None:
-        sections.append(_codec(WEIGHTS_CODECS, weights_codec, "weights").encode(
+        sections.append(_codec("weights", weights_codec, w, groups).encode(
             w, layout, groups, **options.get("weights", {})))
     if zca is not None:
-        sections.append(ZCA_CODECS["matrix"].encode(_numpy(zca[0]), _numpy(zca[1]), layout))
+        mean, matrix = _numpy(zca[0]), _numpy(zca[1])
+        sections.append(_codec("zca", None, (mean, matrix), groups).encode(mean, matrix, layout))
 
     dataset = {
         "name": name,

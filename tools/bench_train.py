@@ -4,7 +4,7 @@ Both sides train the same ``ConvNet(3, 10, (32, 32), depth=3)`` with SGD on the 
 photo patches (cut by ``tools/bench_loader.py``'s :func:`photo_patches`), batch ``--batch-size``,
 with RandomResizedCrop + horizontal flip:
 
-1. ``DistilledDataset.loader`` on ``--device`` with :class:`ddformat.augment.RandomResizedCropFlip`
+1. ``DistilledDataset.loader`` on ``--device`` with :class:`ddformat.evaluation.augment.RandomResizedCropFlip`
    as its ``batch_transform`` (one batched ``grid_sample`` per step, no workers);
 2. ``ImageFolder`` of PNGs + ``DataLoader(num_workers=--workers)`` with torchvision's
    ``transforms.v2`` ``RandomResizedCrop`` + ``RandomHorizontalFlip`` per sample on CPU workers,
@@ -37,9 +37,9 @@ from tqdm import tqdm
 
 from bench_loader import MEAN, NUM_CLASSES, STD, write_both
 from ddformat import DistilledDataset
-from ddformat.augment import RandomResizedCropFlip
-from ddformat.losses import weighted_cross_entropy
-from ddformat.models import ConvNet
+from ddformat.evaluation.augment import RandomResizedCropFlip
+from ddformat.torch.losses import weighted_cross_entropy
+from ddformat.evaluation.models import ConvNet
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
 

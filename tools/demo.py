@@ -19,24 +19,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
-from sklearn.cluster import KMeans
-from tqdm.auto import tqdm
 
-from ddformat import cli, realdata
-
-
-def kmeans_prototypes(x: torch.Tensor, y: torch.Tensor, ipc: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-class k-means centroids (rounded to uint8 pixels) and their cluster sizes."""
-    images, labels, counts = [], [], []
-    for c in tqdm(sorted(set(y.tolist())), desc="k-means per class", leave=False):
-        xc = x[y == c].reshape(int((y == c).sum()), -1).float().numpy()
-        km = KMeans(ipc, n_init=3, random_state=seed).fit(xc)
-        images.append(torch.from_numpy(km.cluster_centers_).round().clamp(0, 255).to(torch.uint8))
-        labels.append(torch.full((ipc,), c, dtype=torch.int64))
-        counts.append(torch.from_numpy(np.bincount(km.labels_, minlength=ipc)).to(torch.int64))
-    return torch.cat(images).reshape(-1, *x.shape[1:]), torch.cat(labels), torch.cat(counts)
+from ddformat import cli
+from ddformat.evaluation import realdata
+from tests.support import kmeans_prototypes
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Regenerate ``spec/vectors/``: small valid files with the SHA-256 of their decoded tensors, and
 invalid files with the error a reader must raise.
 
-    python tools/make_vectors.py [--out spec/vectors]
+    python -m tools.make_vectors [--out spec/vectors]
 
 Every file is deterministic, so regenerating after an intended format change shows exactly what
 changed in ``git diff``. Invalid files are made from valid ones with all checks but the one
@@ -11,52 +11,28 @@ under test kept consistent (CRCs recomputed), so each pins one rule of the spec.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import struct
 import zlib
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
-import msgpack
 import numpy as np
-import torch
 
 import ddformat
-from ddformat.bits import bit_account
-from ddformat.codecs import LABELS_CODECS, SAMPLES_CODECS
-from ddformat.codecs.base import EncodedSection, Layout
-from ddformat.codecs.ruo import RUO, RuoSamples, RuoSlice
+from ddformat import codecs
+from ddformat.container.sections import EncodedSection, Layout
+from ddformat.codecs.ruo import RuoSamples, RuoSlice
 from ddformat.codecs.ruo.grid import schedule
-from ddformat.container import build, pack_preamble
+from ddformat.container.writing import build
 from ddformat.limits import DEFAULT_LIMITS, PREAMBLE_SIZE
-
-
-def decoded_digests(f: ddformat.DDFile) -> dict[str, str | None]:
-    """SHA-256 of each decoded tensor's C-order little-endian bytes (spec § 7). A `ruo` file's
-    samples come from float synthesis, which devices reproduce only to a tolerance: it gets the
-    digest of its integer latents instead (int64, (N, M), slices in order) and no samples digest."""
-
-    def digest(t: torch.Tensor | np.ndarray | None) -> str | None:
-        if t is None:
-            return None
-        a = t.cpu().numpy() if isinstance(t, torch.Tensor) else t
-        return hashlib.sha256(np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()).hexdigest()
-
-    section = f.container.section("samples")
-    if section.codec == RUO.name:
-        latents = np.concatenate([s.latents for s in RUO.read(section, f.layout, f.container.section).slices])
-        samples = {"samples": None, "latents": digest(latents.astype(np.int64))}
-    else:
-        samples = {"samples": digest(f.samples())}
-    return {**samples, "labels": digest(f.labels()), "weights": digest(f.stored_weights())}
+from tests.support import decoded_digests, reseal, split_header
 
 
 def float_samples(f: ddformat.DDFile) -> dict[str, Any]:
     """The decoded samples of a `ruo` file as numbers, with the tolerance a decoder must meet."""
-    return {"samples_values": np.round(f.samples().cpu().numpy().astype(np.float64), 7).tolist(),
+    return {"samples_values": np.round(f.samples().astype(np.float64), 7).tolist(),
             "tolerance": SYNTHESIS_TOLERANCE}
 
 
@@ -122,8 +98,8 @@ def _base_sections(n: int = 6, k: int = 2) -> tuple[dict[str, Any], list[Encoded
     y = np.repeat(np.arange(k), n // k)
     layout = Layout(n, k, (1, 4, 4), "uint8", DEFAULT_LIMITS.max_decoded_bytes)
     groups = [n // k] * k
-    sections = list(SAMPLES_CODECS["pixels"].encode(x, layout, groups))
-    sections.append(LABELS_CODECS["grouped"].encode(y, layout, groups))
+    sections = list(codecs.lookup("samples", "pixels").encode(x, layout, groups))
+    sections.append(codecs.lookup("labels", "grouped").encode(y, layout, groups))
     dataset = {"name": "vector", "num_classes": k, "class_names": [str(c) for c in range(k)], "num_samples": n,
                "sample_shape": [1, 4, 4], "sample_dtype": "uint8", "value_range": [0.0, 1.0], "normalization": None}
     return dataset, sections
@@ -143,47 +119,6 @@ def _with_extra_section(path: Path, extra: EncodedSection) -> Path:
     return path
 
 
-def _split(data: bytes) -> tuple[dict[str, Any], bytes]:
-    (h,) = struct.unpack_from("<I", data, 12)
-    return msgpack.unpackb(data[PREAMBLE_SIZE:PREAMBLE_SIZE + h]), data[PREAMBLE_SIZE + h:]
-
-
-def reheader(data: bytes, edit: Callable[[dict[str, Any]], None], rebits: bool = False) -> bytes:
-    """Edit the header and re-lay the file so that every CRC and offset (and, with ``rebits``,
-    the bit account) stays consistent."""
-    header, _ = _split(data)
-    bodies = [data[s["offset"]:s["offset"] + s["length"]] for s in header["sections"]]
-    edit(header)
-    raw = b""
-    for _ in range(8):
-        pos = PREAMBLE_SIZE + len(raw)
-        for s in header["sections"]:
-            pos = -(-pos // s["alignment"]) * s["alignment"]
-            s["offset"] = pos
-            pos += s["length"]
-        if rebits:
-            _rebits(header, pos, len(raw))
-        packed = msgpack.packb(header, use_bin_type=True)
-        if len(packed) == len(raw):
-            raw = packed
-            break
-        raw = packed
-    else:
-        raise RuntimeError("header length did not settle")
-    out = bytearray(pos)
-    out[PREAMBLE_SIZE:PREAMBLE_SIZE + len(raw)] = raw
-    for s, b in zip(header["sections"], bodies):
-        out[s["offset"]:s["offset"] + s["length"]] = b
-    out[:PREAMBLE_SIZE] = pack_preamble(raw, pos)
-    return bytes(out)
-
-
-def _rebits(header: dict[str, Any], file_length: int, header_length: int) -> None:
-    secs = [SimpleNamespace(component=s["component"], length=s["length"], class_bytes=s.get("class_bytes"))
-            for s in header["sections"]]
-    header["bits"] = bit_account(header_length, file_length, secs, header["dataset"]["num_classes"])
-
-
 def _patch_preamble(data: bytes, **fields: int) -> bytes:
     """Change preamble fields (``major``, ``header_length``) and recompute the preamble CRC."""
     pre = bytearray(data[:PREAMBLE_SIZE])
@@ -198,7 +133,7 @@ def _flip(data: bytes, i: int) -> bytes:
 
 
 def invalid_files(base: bytes) -> dict[str, tuple[bytes, str]]:
-    header, _ = _split(base)
+    header, _ = split_header(base)
     samples, labels = header["sections"]
     assert labels["offset"] > samples["offset"] + samples["length"], "base vector needs padding before labels"
 
@@ -228,10 +163,10 @@ def invalid_files(base: bytes) -> dict[str, tuple[bytes, str]]:
         "header_bit_flip": (_flip(base, PREAMBLE_SIZE + 5), "ChecksumError"),
         "samples_bit_flip": (_flip(base, samples["offset"] + 2), "ChecksumError"),
         "nonzero_padding": (_flip(base, labels["offset"] - 1), "LayoutError"),
-        "unknown_required_section": (reheader(base, unknown_required, rebits=True), "UnsupportedError"),
-        "bit_account_mismatch": (reheader(base, wrong_bits), "BitAccountError"),
-        "schema_missing_num_classes": (reheader(base, no_classes), "HeaderError"),
-        "pixels_frame_rows_mismatch": (reheader(base, rows_mismatch), "DecodeError"),
+        "unknown_required_section": (reseal(base, unknown_required, rebits=True), "UnsupportedError"),
+        "bit_account_mismatch": (reseal(base, wrong_bits), "BitAccountError"),
+        "schema_missing_num_classes": (reseal(base, no_classes), "HeaderError"),
+        "pixels_frame_rows_mismatch": (reseal(base, rows_mismatch), "DecodeError"),
     }
 
 

@@ -4,7 +4,7 @@
 
 For each budget (bits per class, the whole file counted), every method gets as many bits as it
 can use without going over, and students are trained from each result with the same protocol
-(``ddformat.evaluation.evaluate_file``: ConvNet-D3, SGD, DSA, the given epochs) and tested on
+(``ddformat.evaluation.evaluate.evaluate_file``: ConvNet-D3, SGD, DSA, the given epochs) and tested on
 the 1,000 held-out real digits:
 
 - ``ruo-dm``: ``producers.ruo`` with the DM loss at ``--ruo-spc`` samples per class (one value,
@@ -36,9 +36,9 @@ from PIL import Image
 from tqdm import tqdm
 
 import ddformat
-from ddformat import realdata
-from ddformat.evaluation import evaluate_file
-from ddformat.plots import rate_utility_png
+from ddformat.evaluation import realdata
+from ddformat.evaluation.evaluate import evaluate_file
+from ddformat.cli.plots import rate_utility_png
 from producers.ruo.data import RealData
 from producers.ruo.distill import SEARCHES, RuoConfig, distill_to_budget, save_result
 from producers.ruo.losses import DistributionMatching

@@ -1,69 +1,83 @@
-"""What every codec exchanges with the container.
+"""What every codec exchanges with the container, and the protocols per section kind.
 
-A codec turns one kind of array (samples, labels, weights) into the bytes and parameters of one
-section and back. The container knows nothing of payloads; codecs know nothing of offsets,
-alignment or checksums. A samples codec may add auxiliary sections of its own (kind
-``"<codec>.<name>"``, e.g. ``ruo.networks``) — the container stores them like any other.
+A codec turns one kind of array (samples, labels, weights, a ZCA transform) into the bytes and
+parameters of one section and back. The container knows nothing of payloads; codecs know
+nothing of offsets, alignment or checksums. A samples codec may add auxiliary sections of its own
+(kind ``"<codec>.<part>"``, e.g. ``ruo.arm``), which the container stores like any other.
+Decoders return numpy arrays: reading a file needs no torch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Literal, Protocol
 
 import numpy as np
 
+from ..container.sections import EncodedSection, Layout, Section
 from ..errors import DecodeError
 
-COMPONENTS = ("samples", "decoders", "entropy_networks", "labels", "weights", "other")
-
-
-@dataclass
-class EncodedSection:
-    """A section as a codec produced it, before the container places it in a file.
-
-    ``class_bytes[c]`` is how many bytes of ``data`` belong to class ``c`` alone; the bit
-    account charges the rest of the section to all classes evenly. ``None`` means the whole
-    section is shared.
-    """
-
-    kind: str
-    codec: str
-    component: str
-    data: bytes
-    params: dict[str, Any] = field(default_factory=dict)
-    required: bool = True
-    class_bytes: list[int] | None = None
-    alignment: int = 64
-
-
-@dataclass(frozen=True)
-class Section:
-    """A section as a reader hands it to a codec: checksum already verified."""
-
-    kind: str
-    codec: str
-    component: str
-    offset: int
-    length: int
-    params: dict[str, Any]
-    data: bytes | memoryview
-    class_bytes: list[int] | None = None
-
-
-@dataclass(frozen=True)
-class Layout:
-    """What a codec may rely on from the header's ``dataset`` map."""
-
-    num_samples: int
-    num_classes: int
-    sample_shape: tuple[int, ...]
-    sample_dtype: str
-    max_decoded_bytes: int
-
-
 AuxReader = Callable[[str], Section]
-"""Returns the verified auxiliary section of a kind (``"ruo.networks"``), for samples codecs."""
+"""Returns the verified auxiliary section of a kind (``"ruo.arm"``), for samples codecs."""
+
+
+class SamplesCodec(Protocol):
+    """Samples: an (N, ...) array, or a codec-specific object (e.g. ``RuoSamples``)."""
+
+    name: str
+    aux_kinds: tuple[str, ...]
+
+    def accepts(self, samples: Any, groups: list[int] | None) -> bool:
+        """Whether this codec can store ``samples`` (the writer picks the first that can)."""
+
+    def describe(self, samples: Any) -> tuple[int, tuple[int, ...], str]:
+        """(N, sample_shape, sample_dtype) of what :meth:`encode` would store."""
+
+    def take(self, samples: Any, order: np.ndarray) -> Any:
+        """The samples reordered (the writer groups them by class)."""
+
+    def encode(self, samples: Any, layout: Layout, groups: list[int] | None,
+               **options: Any) -> list[EncodedSection]: ...
+
+    def decode(self, section: Section, layout: Layout, aux: AuxReader) -> np.ndarray:
+        """(N, *sample_shape) array of the layout's dtype. A codec that can decode straight
+        onto a torch device may also define ``decode_tensor(section, layout, aux, device)``."""
+
+
+class LabelsCodec(Protocol):
+    name: str
+    label_kind: Literal["hard", "soft"]
+
+    def accepts(self, labels: np.ndarray, groups: list[int] | None) -> bool:
+        """Whether this codec stores ``labels`` as they are (the writer picks the first)."""
+
+    def encode(self, labels: np.ndarray, layout: Layout, groups: list[int] | None,
+               **options: Any) -> EncodedSection: ...
+
+    def decode(self, section: Section, layout: Layout) -> np.ndarray:
+        """(N,) int64 class indices (hard) or (N, K) float32 probabilities (soft)."""
+
+
+class WeightsCodec(Protocol):
+    name: str
+
+    def accepts(self, weights: np.ndarray, groups: list[int] | None) -> bool:
+        """Whether this codec stores ``weights`` exactly (the writer picks the first)."""
+
+    def encode(self, weights: np.ndarray, layout: Layout, groups: list[int] | None,
+               **options: Any) -> EncodedSection: ...
+
+    def decode(self, section: Section, layout: Layout) -> np.ndarray:
+        """(N,) stored values: int64 counts or float32."""
+
+
+class ZCACodec(Protocol):
+    name: str
+
+    def accepts(self, value: tuple[np.ndarray, np.ndarray], groups: list[int] | None) -> bool: ...
+
+    def encode(self, mean: np.ndarray, matrix: np.ndarray, layout: Layout, **options: Any) -> EncodedSection: ...
+
+    def decode(self, section: Section, layout: Layout) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def param(section: Section, name: str, kind: type | tuple[type, ...]) -> Any:

@@ -46,6 +46,10 @@ class GroupedLabels:
     """Labels of class-sorted samples, stored as per-class counts."""
 
     name = "grouped"
+    label_kind = "hard"
+
+    def accepts(self, labels: np.ndarray, groups: list[int] | None) -> bool:
+        return labels.ndim == 1 and groups is not None
 
     def encode(self, labels: np.ndarray, layout: Layout, groups: list[int] | None,
                level: int = 10) -> EncodedSection:
@@ -70,6 +74,10 @@ class IndexLabels:
     """Labels in any order, ANS-coded under their stored class histogram."""
 
     name = "indices"
+    label_kind = "hard"
+
+    def accepts(self, labels: np.ndarray, groups: list[int] | None) -> bool:
+        return labels.ndim == 1
 
     def encode(self, labels: np.ndarray, layout: Layout, groups: list[int] | None,
                level: int = 10) -> EncodedSection:

@@ -23,14 +23,12 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..errors import DecodeError
 from ..limits import SAMPLE_DTYPES
 from .base import AuxReader, EncodedSection, Layout, Section
 from .frames import check_groups, choice_param, pack_rows, unpack_rows
 
-_TORCH = {"uint8": torch.uint8, "float16": torch.float16, "float32": torch.float32}
 _UINT8_FILTERS = ("none", "sub", "up", "grad", "med")
 
 
@@ -99,6 +97,19 @@ class PixelsCodec:
     name = "pixels"
     aux_kinds: tuple[str, ...] = ()
 
+    def accepts(self, samples: Any, groups: list[int] | None) -> bool:
+        return isinstance(samples, np.ndarray)
+
+    def describe(self, samples: np.ndarray) -> tuple[int, tuple[int, ...], str]:
+        if samples.ndim < 2 or samples.ndim > 5:
+            raise ValueError("samples must be (N, ...) with 1 to 4 sample dimensions")
+        if samples.dtype.name not in SAMPLE_DTYPES:
+            raise ValueError(f"sample dtype {samples.dtype} is not one of {sorted(SAMPLE_DTYPES)}")
+        return samples.shape[0], tuple(int(s) for s in samples.shape[1:]), samples.dtype.name
+
+    def take(self, samples: np.ndarray, order: np.ndarray) -> np.ndarray:
+        return samples[order]
+
     def encode(self, samples: np.ndarray, layout: Layout, groups: list[int] | None,
                level: int = 10) -> list[EncodedSection]:
         """One ``samples`` section. ``groups`` (per-class counts of the class-sorted samples)
@@ -129,8 +140,8 @@ class PixelsCodec:
         return [EncodedSection(kind="samples", codec=self.name, component="samples", data=data,
                                params={"dtype": dtype, **params}, class_bytes=class_bytes)]
 
-    def decode(self, section: Section, layout: Layout, aux: AuxReader, device: Any) -> torch.Tensor:
-        """``(N, *sample_shape)`` tensor of the layout's dtype on ``device``."""
+    def decode(self, section: Section, layout: Layout, aux: AuxReader) -> np.ndarray:
+        """``(N, *sample_shape)`` array of the layout's dtype."""
         dtype = choice_param(section, "dtype", tuple(SAMPLE_DTYPES))
         if dtype != layout.sample_dtype:
             raise DecodeError(f"section stores {dtype}, the dataset declares {layout.sample_dtype}",
@@ -150,7 +161,7 @@ class PixelsCodec:
             out = rows.view(f"<f{itemsize}").reshape(-1, *shape).astype(dtype, copy=False)
             if not np.isfinite(out).all():
                 raise DecodeError("decoded samples are not all finite", section=section.kind, field="data")
-        return torch.from_numpy(np.ascontiguousarray(out)).to(device)
+        return np.ascontiguousarray(out)
 
 
 PIXELS = PixelsCodec()

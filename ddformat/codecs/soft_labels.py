@@ -76,6 +76,10 @@ class DenseSoftLabels:
     """Every probability stored, as float16 or float32."""
 
     name = "dense"
+    label_kind = "soft"
+
+    def accepts(self, labels: np.ndarray, groups: list[int] | None) -> bool:
+        return labels.ndim == 2
 
     def encode(self, probs: np.ndarray, layout: Layout, groups: list[int] | None,
                dtype: str = "float16", level: int = 10) -> EncodedSection:
@@ -176,6 +180,10 @@ class TopKSoftLabels:
     """Each row's ``k`` largest probabilities, quantised to ``bits`` and ANS-coded."""
 
     name = "topk"
+    label_kind = "soft"
+
+    def accepts(self, labels: np.ndarray, groups: list[int] | None) -> bool:
+        return False  # lossy: only when asked for by name, with its k and bits
 
     def encode(self, probs: np.ndarray, layout: Layout, groups: list[int] | None,
                k: int = 8, bits: int = 8, level: int = 10) -> EncodedSection:

@@ -45,6 +45,9 @@ class CountWeights:
 
     name = "counts"
 
+    def accepts(self, weights: np.ndarray, groups: list[int] | None) -> bool:
+        return weights.dtype.kind in "iu"
+
     def encode(self, weights: np.ndarray, layout: Layout, groups: list[int] | None,
                level: int = 10) -> EncodedSection:
         weights = _check_shape(weights, layout)
@@ -69,6 +72,9 @@ class FloatWeights:
     """Non-negative real weights as float16 or float32."""
 
     name = "float"
+
+    def accepts(self, weights: np.ndarray, groups: list[int] | None) -> bool:
+        return weights.dtype.kind in "iuf"
 
     def encode(self, weights: np.ndarray, layout: Layout, groups: list[int] | None,
                dtype: str = "float32", level: int = 10) -> EncodedSection:

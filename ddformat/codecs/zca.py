@@ -23,6 +23,9 @@ _FILTERS = {"none": (None, 1), "shuffle": (None, 4)}
 class ZCAMatrix:
     name = "matrix"
 
+    def accepts(self, value: tuple[np.ndarray, np.ndarray], groups: list[int] | None) -> bool:
+        return True
+
     def encode(self, mean: np.ndarray, matrix: np.ndarray, layout: Layout, level: int = 10) -> EncodedSection:
         d = math.prod(layout.sample_shape)
         mean, matrix = np.asarray(mean, np.float32), np.asarray(matrix, np.float32)

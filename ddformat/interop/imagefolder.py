@@ -26,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from ..reader import open as open_dd
-from ..sample_values import to_pixels
+from ..torch.values import to_pixels
 from ..writer import save
 from .tensor_files import SoftLabelKind, label_array, load_tensor, merged_save_options
 
@@ -251,8 +251,8 @@ def export_imagefolder(
             raise ValueError(f"{dd_path}: samples of shape {shape} are not 1- or 3-channel (C, H, W) images")
         if any("\n" in n or "\r" in n for n in dd.class_names):
             raise ValueError(f"{dd_path}: a class name contains a line break and cannot go in {CLASS_NAMES_FILE}")
-        images = to_pixels(dd.samples(), dataset).numpy()
-        classes = dd.classes().numpy()
+        images = to_pixels(torch.from_numpy(dd.samples()), dataset).numpy()
+        classes = dd.classes()
         labels = dd.labels()
         weights = dd.stored_weights()
         names = dd.class_names
@@ -275,9 +275,9 @@ def export_imagefolder(
 
     (out_dir / CLASS_NAMES_FILE).write_text("".join(n + "\n" for n in names), encoding="utf-8")
     if weights is not None:
-        stored = weights.numpy()[order]
+        stored = weights[order]
         rows = np.split(stored, np.cumsum(counts)[:-1])
         (out_dir / WEIGHTS_FILE).write_text(_weights_text(rows))
     if labels.ndim == 2:
-        torch.save(labels[torch.from_numpy(order)].contiguous(), out_dir / SOFT_LABELS_FILE)
+        torch.save(torch.from_numpy(np.ascontiguousarray(labels[order])), out_dir / SOFT_LABELS_FILE)
     return out_dir

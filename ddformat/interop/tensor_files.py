@@ -258,13 +258,13 @@ def export_tensor_files(dd_path: str | os.PathLike[str], out_dir: str | os.PathL
     """
     out_dir = Path(out_dir)
     with open_dd(dd_path) as dd:
-        tensors = {"images.pt": dd.samples().clone(), "labels.pt": dd.labels().clone()}
+        tensors = {"images.pt": torch.from_numpy(dd.samples()), "labels.pt": torch.from_numpy(dd.labels().copy())}
         lr = (dd.recipe.get("optimizer") or {}).get("lr")
         if isinstance(lr, (int, float)) and not isinstance(lr, bool):
             tensors["lr.pt"] = torch.tensor(float(lr), dtype=torch.float64)
         weights = dd.stored_weights()
         if weights is not None:
-            tensors["weights.pt"] = weights.clone()
+            tensors["weights.pt"] = torch.from_numpy(weights)
     out_dir.mkdir(parents=True, exist_ok=True)
     for filename in tensors:
         if (out_dir / filename).exists():

@@ -49,7 +49,7 @@ def _pair(text: str) -> tuple[float, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m producers.ruo", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="a ddformat.realdata source: mnist, digits, textures, lfw")
+    parser.add_argument("--data", required=True, help="a ddformat.evaluation.realdata source: mnist, digits, textures, lfw")
     parser.add_argument("--classes", type=int, help="keep only the first N classes (quick runs)")
     parser.add_argument("--out", required=True, type=Path, help="the .dd file to write")
     parser.add_argument("--target-bpc", type=float,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ddformat import realdata
+from ddformat.evaluation import realdata
 
 
 @dataclass
@@ -28,7 +28,7 @@ class RealData:
 
     @classmethod
     def load(cls, name: str, classes: int | None = None, device: str | torch.device = "cpu") -> "RealData":
-        """The train split of :mod:`ddformat.realdata` source ``name``, restricted to its first
+        """The train split of :mod:`ddformat.evaluation.realdata` source ``name``, restricted to its first
         ``classes`` classes when given (small runs), normalised with its own statistics."""
         x, y = realdata.load(name, "train")
         names = realdata.class_names(name)

@@ -30,8 +30,8 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from ddformat.augment import DSA
-from ddformat.models import build_model
+from ddformat.evaluation.augment import DSA
+from ddformat.evaluation.models import build_model
 
 from .data import RealData
 

@@ -233,6 +233,17 @@ class RuoCodec:
     name = "ruo"
     aux_kinds = ("ruo.arm", "ruo.decoder")
 
+    def accepts(self, samples: Any, groups: list[int] | None) -> bool:
+        return isinstance(samples, RuoSamples)
+
+    def describe(self, samples: RuoSamples) -> tuple[int, tuple[int, ...], str]:
+        return samples.num_samples, tuple(samples.sample_shape), "float32"
+
+    def take(self, samples: RuoSamples, order: np.ndarray) -> RuoSamples:
+        if np.any(order != np.arange(len(order))):
+            raise ValueError("ruo samples must come class-grouped, in the order of their labels")
+        return samples
+
     def encode(self, samples: RuoSamples, layout: Layout, groups: list[int] | None,
                **options: Any) -> list[EncodedSection]:
         if options:
@@ -339,7 +350,11 @@ class RuoCodec:
             raise DecodeError("ANS words left over after the last symbol", section=section.kind, field=field)
         return values
 
-    def decode(self, section: Section, layout: Layout, aux: AuxReader, device: Any) -> torch.Tensor:
+    def decode(self, section: Section, layout: Layout, aux: AuxReader) -> np.ndarray:
+        return synthesize(self.read(section, layout, aux), "cpu").numpy()
+
+    def decode_tensor(self, section: Section, layout: Layout, aux: AuxReader, device: Any) -> torch.Tensor:
+        """Samples synthesised straight on ``device`` (entropy decoding stays on the CPU)."""
         return synthesize(self.read(section, layout, aux), device)
 
     def read(self, section: Section, layout: Layout, aux: AuxReader) -> RuoSamples:

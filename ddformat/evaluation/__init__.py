@@ -1,0 +1,2 @@
+"""Evaluation: real data, student networks, batched augmentation, the training loop, and
+``ddformat eval`` with its baselines. Needs torch; the format core never imports it."""

@@ -1,0 +1,10 @@
+"""The torch layer: ``.dd`` files as tensors on a training device.
+
+:class:`DistilledDataset` (a plain :class:`torch.utils.data.Dataset`) and its worker-free
+:class:`DeviceLoader`; :mod:`.losses` for weighted and soft-label losses; :mod:`.values` for
+what stored values mean to a model.
+"""
+
+from .dataset import DeviceLoader, DistilledDataset, samples_tensor
+
+__all__ = ["DeviceLoader", "DistilledDataset", "samples_tensor"]

@@ -1,0 +1,189 @@
+"""The RUO producer (paper 000, Algorithm 1) at toy scale on real digits: its files verify, decode
+to exactly the samples it reports, cost what it says, and every utility loss trains the latents
+and the networks."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import ddformat
+from ddformat import cli
+from ddformat.codecs.ruo import estimated_bits, synthesize
+from ddformat.codecs.ruo.arm import quantize_arm
+from producers.ruo import RealData, RuoConfig, distill, distill_to_budget, laplace_bits, save_result, train_experts
+from producers.ruo.__main__ import main as producer_main
+from producers.ruo.distill import build_model, build_utility, initialize
+from producers.ruo.quantize import post_quantize
+
+TINY = dict(spc=2, scales=4, init_iterations=15, iterations=4, batch_real=16, gm_outer_loop=2, gm_inner_loop=2,
+            tm_syn_steps=2, tm_expert_epochs=1, tm_max_start_epoch=1, tm_batch_syn=4)
+"""A few iterations per phase: seconds on a CPU."""
+ANS_SLACK_BITS = 96
+"""An ANS stream ends with its 64-bit state, in whole 32-bit words: beyond the ideal code length
+each stream may cost up to this much."""
+
+
+@pytest.fixture(scope="module")
+def real() -> RealData:
+    return RealData.load("digits", classes=3)
+
+
+@pytest.fixture(scope="module")
+def run(real, tmp_path_factory):
+    config = RuoConfig(**TINY)
+    result = distill(real, config, progress=False)
+    path = save_result(tmp_path_factory.mktemp("ruo") / "digits.dd", result, real)
+    return config, result, path
+
+
+def test_a_tiny_run_writes_a_file_that_verifies(run, capsys):
+    _, _, path = run
+    assert cli.main(["verify", str(path)]) == 0
+    with ddformat.open(path) as f:
+        assert f.provenance["producer"] == "producers.ruo"
+        assert f.recipe["architecture"] == "ConvNet-D3"
+        assert f.dataset["normalization"]["applied"] is True
+        assert {s.kind for s in f.container.header.sections} >= {"samples", "ruo.arm", "ruo.decoder"}
+
+
+def test_the_file_decodes_to_the_samples_the_producer_reports(run):
+    _, result, path = run
+    with ddformat.open(path) as f:
+        torch.testing.assert_close(torch.from_numpy(f.samples()), result.images, rtol=0, atol=1e-6)
+        assert np.array_equal(f.labels(), result.labels)
+    assert result.labels.tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_the_reported_rate_is_what_the_file_spends(run):
+    _, result, path = run
+    slices = len(result.samples.slices)
+    with ddformat.open(path) as f:
+        components = f.bits["components"]
+    for name, ideal in result.estimated_bits.items():
+        assert ideal <= components[name] <= 1.02 * ideal + ANS_SLACK_BITS * slices, name
+
+
+def test_post_quantised_decoders_stay_within_the_mse_threshold(real):
+    config = RuoConfig(**TINY, mse_threshold=5e-6)
+    model = build_model(config, real)
+    initialize(model, real, config, progress=False)
+    samples = post_quantize(model, config.mse_threshold, progress=False)
+    decoded = synthesize(samples).split(model.slice_sizes)
+    for s, piece in enumerate(decoded):
+        latents = torch.from_numpy(samples.slices[s].latents).float()
+        assert np.array_equal(samples.slices[s].latents, model.integer_latents(s))
+        with torch.no_grad():
+            assert float(((piece - model.decode(s, latents)) ** 2).mean()) <= config.mse_threshold
+
+
+def test_post_quantisation_refuses_a_diverged_model(real):
+    model = build_model(RuoConfig(**TINY), real)
+    with torch.no_grad():
+        model.decoders[1].synthesis.pointwise[0].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="diverged"):
+        post_quantize(model, progress=False)
+
+
+def test_the_training_rate_is_the_codecs_code_length(real):
+    """With rounded latents and an ARM quantised finely, Eq. 13 as trained and the codec's ideal
+    code length differ only by the codec's μ/σ tables (a few per cent)."""
+    config = RuoConfig(**TINY)
+    model = build_model(config, real)
+    initialize(model, real, config, progress=False)
+    with torch.no_grad():
+        _, bits = model(mode="round")
+    samples = post_quantize(model, progress=False)
+    for s, piece in enumerate(samples.slices):
+        piece.arm, piece.arm_step = quantize_arm(model.arms[s], 10), 10
+    assert float(bits.sum()) == pytest.approx(estimated_bits(samples)["samples"], rel=0.05)
+
+
+def test_laplace_bits_are_the_exact_interval_mass_even_in_far_tails():
+    z = torch.tensor([0.0, 1.0, -3.0, 10.0, 0.2, 40.0], dtype=torch.float64)
+    mu = torch.tensor([0.0, 0.3, 0.0, -2.0, 0.0, 0.0], dtype=torch.float64)
+    log2_sigma = torch.tensor([0.0, -3.0, 2.0, 1.0, 6.8, -4.0], dtype=torch.float64)
+    sigma = 2 ** log2_sigma.clamp(-4, math.log2(112))
+
+    def cdf(x):
+        return torch.where(x < mu, 0.5 * torch.exp((x - mu) / sigma), 1 - 0.5 * torch.exp(-(x - mu) / sigma))
+
+    bits = laplace_bits(z, mu, log2_sigma)
+    exact = -torch.log2(cdf(z + 0.5) - cdf(z - 0.5))
+    torch.testing.assert_close(bits[:5], exact[:5])
+    assert torch.isfinite(bits[5]) and bits[5] > 900  # 40 is 640 σ out: the CDF difference is 0
+
+
+@pytest.fixture(scope="module")
+def experts(real, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("experts")
+    train_experts(real, directory, num_experts=1, epochs=2, batch_size=256, progress=False)
+    return directory
+
+
+@pytest.mark.parametrize("loss", ["dm", "gm", "tm"])
+def test_each_utility_loss_gives_finite_gradients_to_latents_and_networks(real, experts, loss):
+    config = RuoConfig(**{**TINY, "loss": loss, "tm_experts": str(experts)})
+    model = build_model(config, real)
+    utility = build_utility(config, real)
+    images, bits = model()
+    value = utility(images, model.labels())
+    assert torch.isfinite(value)
+    (bits.mean() + value).backward()
+    groups = {"latents": model.latents, "ARMs": model.arms.parameters(), "decoders": model.decoders.parameters()}
+    for name, params in groups.items():
+        grads = [p.grad for p in params]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads), name
+        assert sum(float(g.abs().sum()) for g in grads) > 0, name
+    for p in utility.extra_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+
+
+def test_budget_search_lands_under_the_target(real, run):
+    config, _, path = run
+    with ddformat.open(path) as f:
+        target = f.bpc + 64  # the first trial (λ × 1) is this run, plus a recorded target in the header
+    result = distill_to_budget(real, config, target, search_steps=2, progress=False)
+    assert result.target_bpc == target
+    with ddformat.open(save_result(path.with_name("budget.dd"), result, real)) as f:
+        assert f.bpc <= target
+        assert f.provenance["parameters"]["target_bpc"] == target
+
+
+def test_budget_search_refuses_a_target_below_the_networks_cost(real):
+    with pytest.raises(ValueError, match="networks' fixed cost"):
+        distill_to_budget(real, RuoConfig(**TINY), 100.0, search_steps=1, progress=False)
+
+
+def test_command_line_writes_a_file(tmp_path, capsys):
+    out = tmp_path / "cli.dd"
+    assert producer_main(["--data", "digits", "--classes", "2", "--spc", "1", "--init-iterations", "3",
+                          "--iterations", "2", "--batch-real", "8", "--lambda", "5,1", "--out", str(out),
+                          "--quiet"]) == 0
+    assert "bits per class" in capsys.readouterr().out
+    with ddformat.open(out) as f:
+        f.verify()
+        assert f.num_classes == 2 and f.num_samples == 2
+        assert f.provenance["parameters"]["lambdas"] == [5.0, 1.0]
+
+
+def test_beta_search_scales_beta_and_the_file_records_the_chosen_one(real, run):
+    config, _, path = run
+    result = distill_to_budget(real, config, 1e9, search_steps=2, search="beta", progress=False)
+    assert result.config.beta in (config.beta, 4 * config.beta)  # trials at β × 1, then × 4
+    with ddformat.open(save_result(path.with_name("beta.dd"), result, real)) as f:
+        assert f.provenance["parameters"]["beta"] == result.config.beta
+
+
+def test_a_slice_larger_than_spc_spans_classes_and_shares_its_networks(real, tmp_path):
+    config = RuoConfig(**{**TINY, "slice_size": 6})
+    result = distill(real, config, progress=False)
+    assert len(result.samples.slices) == 1 and result.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    with ddformat.open(save_result(tmp_path / "shared.dd", result, real)) as f:
+        torch.testing.assert_close(torch.from_numpy(f.samples()), result.images, rtol=0, atol=1e-6)
+        assert np.array_equal(f.labels(), result.labels)
+        per_class = f.bits["per_class"]
+        assert max(per_class) - min(per_class) <= 1  # shared networks split evenly (spec § 5)
