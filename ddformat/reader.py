@@ -105,6 +105,17 @@ class DDFile:
         if decoded > self.container.limits.max_decoded_bytes:
             raise LimitError(f"samples decode to {decoded} bytes, over the limit of "
                              f"{self.container.limits.max_decoded_bytes}", section="samples")
+        payload = sum(e.length for kind, e in entries.items()
+                      if kind == "samples" or kind.startswith(entries["samples"].codec + "."))
+        if not self.container.limits.check_expansion(decoded, payload):
+            raise LimitError(f"samples would decode to {decoded} bytes from {payload} bytes of payload, more "
+                             f"than the expansion limit of {self.container.limits.max_expansion}× allows "
+                             "(raise Limits.max_expansion for a file you trust)", section="samples")
+        if "zca" in entries:
+            features = math.prod(d["sample_shape"])
+            if not self.container.limits.check_expansion(4 * features * (features + 1), entries["zca"].length):
+                raise LimitError(f"a {features}×{features} ZCA matrix is implausible for {entries['zca'].length} "
+                                 "bytes of payload (Limits.max_expansion)", section="zca")
         if self.label_kind == "soft" and d["num_samples"] * d["num_classes"] * 4 > self.container.limits.max_decoded_bytes:
             raise LimitError("soft labels decode past the decoded-size limit", section="labels")
         if self.recipe["weighting"]["scheme"] != "uniform" and "weights" not in entries:
