@@ -63,6 +63,13 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _range(text: str) -> tuple[float, float]:
+    values = _floats(text)
+    if len(values) != 2 or not values[0] < values[1]:
+        raise argparse.ArgumentTypeError(f"expected LO,HI with LO < HI, got {text!r}")
+    return values[0], values[1]
+
+
 def _names(text: str) -> list[str]:
     return [v.strip() for v in text.split(",")]
 
@@ -141,6 +148,9 @@ def _detect_source(source: Path) -> str:
          arg("--class-names", type=_names, default=None, help="tensors: comma-separated class names"),
          arg("--mean", type=_floats, default=None, help="tensors: per-channel mean of the normalisation applied"),
          arg("--std", type=_floats, default=None, help="tensors: per-channel std of the normalisation applied"),
+         arg("--value-range", type=_range, default=None, metavar="LO,HI",
+             help="tensors: the range unnormalised float images live in, e.g. --value-range=-1,1 "
+                  "(default 0,1; images outside it are refused)"),
          arg("--soft-labels", choices=("auto", "probs", "logits"), default=None,
              help="tensors: how to read float labels (default auto)"),
          arg("--weights-file", default=None, help="imagefolder: per-sample weights (WMDD sample_weights.txt)"))
@@ -150,7 +160,7 @@ def run_convert(args: argparse.Namespace) -> int:
         raise UsageError(f"{source} is not a directory")
     kind = _detect_source(source) if args.source_kind == "auto" else args.source_kind
     tensor_options = {"--num-classes": args.num_classes, "--class-names": args.class_names, "--mean": args.mean,
-                      "--std": args.std, "--soft-labels": args.soft_labels}
+                      "--std": args.std, "--value-range": args.value_range, "--soft-labels": args.soft_labels}
     if kind == "tensors" and args.weights_file is not None:
         raise UsageError("--weights-file applies to --from imagefolder")
     given = [flag for flag, value in tensor_options.items() if value is not None]
@@ -163,6 +173,7 @@ def run_convert(args: argparse.Namespace) -> int:
         if kind == "tensors":
             out = import_tensor_files(source, args.out, name=args.name, num_classes=args.num_classes,
                                       class_names=args.class_names, mean=args.mean, std=args.std,
+                                      value_range=args.value_range,
                                       soft_labels=args.soft_labels or "auto")
         else:
             out = import_imagefolder(source, args.out, weights_file=args.weights_file, name=args.name)

@@ -1,12 +1,14 @@
 """What ``ddformat inspect`` says about a file: a plain dict, and a text rendering of it.
 
 The dict is the ``--json`` output, so scripts and people read the same facts. Building it reads
-the header and decodes only labels and weights (for the weight statistics), never the samples.
+the header and decodes only labels and weights (for the weight statistics), never the samples,
+so it says which sections it left unchecked (``verify`` checks everything).
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 from fractions import Fraction
 from typing import Any, Collection
 
@@ -16,6 +18,9 @@ from ..reader import DDFile
 
 CLASSES_LISTED = 20
 """Up to this many classes the per-class bit account is printed in full, beyond it summarised."""
+
+DECODED_SECTIONS = ("labels", "weights")
+"""What the report decodes, checksum first; opening the file checked the preamble and header."""
 
 
 def _jsonable(value: Any) -> Any:
@@ -78,6 +83,12 @@ def _weights(dd: DDFile) -> dict[str, Any]:
     }
 
 
+def _checked(dd: DDFile) -> dict[str, Any]:
+    kinds = [s.kind for s in dd.header.sections]
+    return {"header": True, "sections": [k for k in kinds if k in DECODED_SECTIONS],
+            "sections_not_checked": [k for k in kinds if k not in DECODED_SECTIONS], "content_hash": False}
+
+
 def build_report(dd: DDFile, location: str = "") -> dict[str, Any]:
     """Everything ``inspect`` reports about an open file, as JSON-ready values."""
     d = dd.dataset
@@ -95,6 +106,7 @@ def build_report(dd: DDFile, location: str = "") -> dict[str, Any]:
         "bpc": dd.bpc,
         "bits": _bits(dd),
         "sections": _sections(dd),
+        "checked": _checked(dd),
         "labels": _labels(dd),
         "weights": _weights(dd),
         "recipe": _jsonable(dd.recipe),
@@ -133,6 +145,14 @@ def _mapping_lines(m: dict[str, Any]) -> list[str]:
     return [f"  {k}: {json.dumps(v, sort_keys=True)}" for k, v in m.items()] or ["  (none)"]
 
 
+def _not_checked_line(r: dict[str, Any]) -> str:
+    unchecked = r["checked"]["sections_not_checked"]
+    what = (f"section{'s' if len(unchecked) > 1 else ''} {', '.join(unchecked)} and " if unchecked else "") + \
+        "the content hash"
+    return (f"not checked: {what} (inspect reads the header, labels and weights only; "
+            f"`ddformat verify {shlex.quote(r['file'])}` checks every checksum and decodes everything)")
+
+
 def render_text(r: dict[str, Any]) -> str:
     """A human-readable rendering of :func:`build_report`'s dict."""
     bits = r["bits"]
@@ -153,6 +173,7 @@ def render_text(r: dict[str, Any]) -> str:
     rows += [[s["kind"], s["codec"], s["component"], str(s["offset"]), str(s["length"]), str(s["alignment"]),
               "yes" if s["required"] else "no", s["crc32"]] for s in r["sections"]]
     lines += _table(rows, right={3, 4, 5})
+    lines.append(_not_checked_line(r))
     lines += [
         "",
         f"size: {r['size']} bytes = {bits['total']} bits",

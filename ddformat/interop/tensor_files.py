@@ -143,9 +143,29 @@ def _normalization(mean: float | Sequence[float] | None, std: float | Sequence[f
     return stats
 
 
+IMAGE_CHANNELS = (1, 3)
+"""Grayscale or RGB: what these tools save, and what ``preview`` and ``export`` can show."""
+
+
+def _image_shape_error(shape: tuple[int, ...], where: str) -> ValueError | None:
+    """Why ``shape`` is not (N, C, H, W) images, with the likely fix; ``None`` if it is."""
+    if len(shape) == 4 and shape[1] in IMAGE_CHANNELS:
+        return None
+    if len(shape) == 4 and shape[3] in IMAGE_CHANNELS:
+        fix = "it looks channels-last (N, H, W, C): save images.permute(0, 3, 1, 2)"
+    elif len(shape) == 4:
+        fix = f"dimension 1 (channels) is {shape[1]}"
+    elif len(shape) == 3:
+        fix = "a channel dimension is missing: save images.unsqueeze(1) for grayscale"
+    else:
+        fix = f"{len(shape)} dimensions: reshape flattened images to (N, C, H, W)"
+    return ValueError(f"{where}: images have shape {shape}, expected (N, C, H, W) with C = 1 or 3; {fix}")
+
+
 def _pixels(images: torch.Tensor, sample_dtype: str, where: str) -> np.ndarray:
-    if images.ndim < 2:
-        raise ValueError(f"{where}: images have shape {tuple(images.shape)}, expected (N, C, H, W)")
+    error = _image_shape_error(tuple(images.shape), where)
+    if error is not None:
+        raise error
     if images.dtype == torch.uint8:
         return images.numpy()
     if not images.is_floating_point():
@@ -158,6 +178,43 @@ def _pixels(images: torch.Tensor, sample_dtype: str, where: str) -> np.ndarray:
     return x.numpy()
 
 
+def _check_value_range(pixels: np.ndarray, value_range: Sequence[float] | None, where: str) -> None:
+    """Unnormalised float images must lie in the range that says what they mean.
+
+    ``export`` and ``preview`` map ``value_range`` (default [0, 1]) to 0..255 and clip the rest,
+    so values outside it, normalised images recorded without their mean and std above all,
+    would be clipped silently.
+    """
+    lo, hi = (0.0, 1.0) if value_range is None else value_range
+    if pixels.dtype == np.uint8 or not pixels.size:
+        return
+    low, high = float(pixels.min()), float(pixels.max())
+    if low >= lo and high <= hi:
+        return
+    raise ValueError(
+        f"{where}: float images span [{low:.6g}, {high:.6g}], outside [{lo:g}, {hi:g}] "
+        + ("(value_range)" if value_range is not None else "and no normalisation was given")
+        + "; give the mean and std of the normalisation they went through (mean=/std=, --mean/--std), "
+          "or the range of values they live in (value_range=, --value-range=LO,HI)")
+
+
+def _check_labels(labels: np.ndarray, n: int, num_classes: int | None, where: str, images: str) -> None:
+    """Labels match the images and the declared classes, or an error names the offending index."""
+    if len(labels) != n:
+        raise ValueError(f"{where}: {len(labels)} labels for the {n} images in {images}")
+    if labels.ndim == 2:
+        if num_classes is not None and labels.shape[1] != num_classes:
+            raise ValueError(f"{where}: soft labels have {labels.shape[1]} columns for {num_classes} classes")
+        return
+    outside = labels < 0 if num_classes is None else (labels < 0) | (labels >= num_classes)
+    bad = np.flatnonzero(outside)
+    if bad.size:
+        classes = "class indices are never negative" if num_classes is None else \
+            f"{num_classes} classes are 0 .. {num_classes - 1}"
+        raise ValueError(f"{where}: label {int(labels[bad[0]])} at index {int(bad[0])} is outside the classes "
+                         f"({classes}; {bad.size} label{'s are' if bad.size > 1 else ' is'} outside)")
+
+
 def import_tensor_files(
     directory: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -167,6 +224,7 @@ def import_tensor_files(
     class_names: Sequence[str] | None = None,
     mean: float | Sequence[float] | None = None,
     std: float | Sequence[float] | None = None,
+    value_range: tuple[float, float] | None = None,
     soft_labels: SoftLabelKind = "auto",
     suffix: str | None = None,
     sample_dtype: str = "float32",
@@ -179,15 +237,21 @@ def import_tensor_files(
     defaults to ``"_best"`` when ``images_best.pt`` exists and to ``""`` otherwise (pass e.g.
     ``"_5000"`` for ``images_5000.pt``).
 
+    - Images must be (N, C, H, W) with 1 or 3 channels; other shapes (flattened, no channel
+      dimension, channels-last) are refused with the fix.
     - Float images are stored as ``sample_dtype`` (float32 or float16) values as they are; with
       ``mean`` and ``std`` (per channel, or one value for all) the header records
       ``normalization = {mean, std, applied: True}``, since these tools save normalised images.
+      Without them the values must lie in ``value_range`` (default [0, 1]; recorded when given),
+      so that nothing is clipped when the set is exported or shown: normalised images without
+      their statistics are refused rather than stored as if they were [0, 1] pixels.
       uint8 images are stored as pixels, and ``mean``/``std`` are recorded with ``applied: False``.
     - Labels: see :func:`label_array`; ``soft_labels`` is ``"auto"``, ``"probs"`` or ``"logits"``,
       and what was found is recorded as ``provenance.parameters.labels``; soft labels are
       stored as float32 unless ``codec_options`` say otherwise. Without a labels file the
       images must be class-ordered with the same count per class (DD-Ranking allows this) and
-      ``num_classes`` must be given.
+      ``num_classes`` must be given. A class index outside ``num_classes`` (or the class names)
+      is refused with its index.
     - A learned learning rate becomes ``recipe.optimizer = {"name": "sgd", "lr": lr}``.
     - ``weights.pt`` becomes the weights section: integer counts weighted by DDOQ's ``sqrt``
       scheme (Eq. 34), floats ``explicit``; a ``recipe`` keyword overrides the scheme.
@@ -205,6 +269,8 @@ def import_tensor_files(
         raise ValueError(f"{directory}: no {images_path.name} (expected images.pt or images_best.pt)")
     if (mean is not None or std is not None) and save_kwargs.get("normalization") is not None:
         raise ValueError("give mean/std or normalization, not both")
+    if value_range is not None and not (len(value_range) == 2 and value_range[0] < value_range[1]):
+        raise ValueError(f"value_range must be (low, high) with low < high, got {value_range!r}")
 
     images = load_tensor(images_path)
     pixels = _pixels(images, sample_dtype, str(images_path))
@@ -212,6 +278,8 @@ def import_tensor_files(
     if labels_path.is_file():
         labels, parameters["labels"] = label_array(load_tensor(labels_path), soft_labels, str(labels_path))
         parameters["labels_file"] = labels_path.name
+        _check_labels(labels, len(pixels), num_classes if num_classes is not None else
+                      None if class_names is None else len(class_names), str(labels_path), images_path.name)
     else:
         labels = _class_ordered_labels(len(pixels), num_classes, directory / labels_path.name)
         parameters["labels"] = "class_order"
@@ -230,10 +298,12 @@ def import_tensor_files(
     normalization = _normalization(mean, std, pixels.shape[1], applied=pixels.dtype != np.uint8)
     if normalization is not None:
         save_kwargs["normalization"] = normalization
+    if not (save_kwargs.get("normalization") or {}).get("applied"):
+        _check_value_range(pixels, value_range, str(images_path))
 
     options = merged_save_options(save_kwargs, producer="ddformat.import_tensor_files",
                                   parameters=parameters, recipe=recipe, soft_labels=labels.ndim == 2)
-    return save(out, pixels, labels, num_classes=num_classes, class_names=class_names,
+    return save(out, pixels, labels, num_classes=num_classes, class_names=class_names, value_range=value_range,
                 name=directory.name if name is None else name, **options)
 
 

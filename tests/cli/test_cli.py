@@ -107,6 +107,33 @@ def test_inspect_reports_soft_labels_and_their_kl_to_source(tmp_path: Path, caps
     assert report["weights"]["stored"] is None
 
 
+def _flip_byte_of(path: Path, kind: str) -> None:
+    with ddformat.open(path) as dd:
+        entry = dd.container.entries[kind]
+    data = bytearray(path.read_bytes())
+    data[entry.offset + entry.length // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_inspect_says_it_did_not_check_the_samples_and_content_hash(hard: Path, capsys) -> None:
+    _flip_byte_of(hard, "samples")
+    assert main(["inspect", str(hard)]) == 0
+    text = capsys.readouterr().out
+    assert "not checked: section samples and the content hash" in text
+    assert f"`ddformat verify {hard}` checks every checksum" in text
+    checked = _inspect_json(hard, capsys)["checked"]
+    assert checked == {"header": True, "sections": ["labels", "weights"], "sections_not_checked": ["samples"],
+                       "content_hash": False}
+    assert main(["verify", str(hard)]) == 1
+
+
+@pytest.mark.parametrize("kind", ["labels", "weights"])
+def test_inspect_fails_on_a_damaged_section_it_reports_as_checked(hard: Path, capsys, kind) -> None:
+    _flip_byte_of(hard, kind)
+    assert main(["inspect", str(hard)]) == 1
+    assert f"section '{kind}'" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- verify
 
 
@@ -124,11 +151,7 @@ def test_verify_exits_0_on_a_good_file(hard: Path, capsys) -> None:
 
 
 def test_verify_exits_1_naming_the_section_of_a_flipped_sample_byte(hard: Path) -> None:
-    with ddformat.open(hard) as dd:
-        entry = dd.container.entries["samples"]
-    data = bytearray(hard.read_bytes())
-    data[entry.offset + entry.length // 2] ^= 0x01
-    hard.write_bytes(bytes(data))
+    _flip_byte_of(hard, "samples")
     result = _run("verify", str(hard))
     assert result.returncode == 1
     assert "section 'samples'" in result.stderr
@@ -212,7 +235,6 @@ def _tensor_dir(root: Path) -> tuple[Path, torch.Tensor, torch.Tensor]:
 
 
 def test_convert_and_export_round_trip_tensor_files(tmp_path: Path, capsys) -> None:
-    pytest.importorskip("ddformat.interop")
     source, x, y = _tensor_dir(tmp_path / "src")
     out = tmp_path / "set.dd"
     assert main(["convert", str(source), str(out), "--name", "tiny", "--class-names", "a,b,c"]) == 0
@@ -228,16 +250,89 @@ def test_convert_and_export_round_trip_tensor_files(tmp_path: Path, capsys) -> N
     labels = torch.load(exported / "labels.pt", weights_only=True)
     order = torch.argsort(y, stable=True)
     assert torch.equal(labels, y[order])
-    torch.testing.assert_close(images.float(), x[order], atol=1 / 255, rtol=0)
+    assert images.dtype == torch.float32 and torch.equal(images, x[order])
 
 
 def test_export_imagefolder_converts_back_to_the_same_classes(hard: Path, tmp_path: Path, capsys) -> None:
-    pytest.importorskip("ddformat.interop")
     folder = tmp_path / "folder"
     assert main(["export", str(hard), str(folder), "--style", "rded"]) == 0
     back = tmp_path / "back.dd"
     assert main(["convert", str(folder), str(back)]) == 0
     assert "from imagefolder: 12 samples, 3 classes" in capsys.readouterr().out
+    with ddformat.open(hard) as a, ddformat.open(back) as b:
+        assert b.class_names == a.class_names
+        assert np.array_equal(b.labels(), a.labels())
+        assert np.array_equal(b.samples(), a.samples())
+
+
+def _images_dir(root: Path, images: torch.Tensor, labels: torch.Tensor | None = None) -> Path:
+    root.mkdir()
+    torch.save(images, root / "images.pt")
+    torch.save(torch.arange(len(images)) % 2 if labels is None else labels, root / "labels.pt")
+    return root
+
+
+def test_convert_refuses_normalised_floats_without_their_mean_and_std(tmp_path: Path, capsys) -> None:
+    x = (torch.linspace(0, 1, 6 * 16).reshape(6, 1, 4, 4) - 0.1307) / 0.3081
+    source = _images_dir(tmp_path / "src", x)
+    out = tmp_path / "set.dd"
+    assert main(["convert", str(source), str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{source / 'images.pt'}: float images span [-0.424213, 2.82149], outside [0, 1]" in err
+    assert "--mean/--std" in err and "--value-range" in err
+    assert not out.exists()
+    assert main(["convert", str(source), str(out), "--mean", "0.1307", "--std", "0.3081"]) == 0
+
+
+def test_convert_value_range_records_the_range_so_export_does_not_clip(tmp_path: Path, capsys) -> None:
+    codes = torch.arange(256, dtype=torch.float32)[torch.randperm(256, generator=torch.Generator().manual_seed(0))]
+    x = (codes / 255 * 4 - 1).reshape(4, 1, 8, 8)  # values -1 .. 3, one per uint8 code
+    source = _images_dir(tmp_path / "src", x, torch.tensor([0, 1, 0, 1]))
+    out = tmp_path / "set.dd"
+    assert main(["convert", str(source), str(out), "--value-range=-1,2"]) == 1
+    assert "outside [-1, 2] (value_range)" in capsys.readouterr().err
+    assert main(["convert", str(source), str(out), "--value-range=-1,3"]) == 0
+    with ddformat.open(out) as dd:
+        assert dd.dataset["value_range"] == [-1.0, 3.0]
+    assert main(["export", str(out), str(tmp_path / "tree")]) == 0
+    exported = np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / "tree").glob("*/*.png"))])
+    order = torch.argsort(torch.tensor([0, 1, 0, 1]), stable=True)
+    assert np.array_equal(exported, codes.reshape(4, 8, 8)[order].to(torch.uint8).numpy())
+
+
+@pytest.mark.parametrize("shape,fix", [
+    ((4, 64), "2 dimensions: reshape flattened images to (N, C, H, W)"),
+    ((4, 8, 8), "a channel dimension is missing"),
+    ((4, 8, 8, 3), "it looks channels-last (N, H, W, C)"),
+    ((4, 2, 8, 8), "dimension 1 (channels) is 2"),
+], ids=["flat", "no_channels", "nhwc", "two_channels"])
+def test_convert_refuses_samples_that_are_not_nchw_images(tmp_path: Path, capsys, shape, fix) -> None:
+    source = _images_dir(tmp_path / "src", torch.zeros(shape))
+    out = tmp_path / "set.dd"
+    assert main(["convert", str(source), str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{source / 'images.pt'}: images have shape {shape}, expected (N, C, H, W) with C = 1 or 3; {fix}" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flags,label,message", [
+    (["--num-classes", "10"], 12, "label 12 at index 4 is outside the classes (10 classes are 0 .. 9; 1 label is"),
+    (["--class-names", "a,b,c"], 3, "label 3 at index 4 is outside the classes (3 classes are 0 .. 2"),
+    ([], -1, "label -1 at index 4 is outside the classes (class indices are never negative"),
+], ids=["num_classes", "class_names", "negative"])
+def test_convert_refuses_labels_outside_the_declared_classes(tmp_path: Path, capsys, flags, label, message) -> None:
+    labels = torch.tensor([0, 1, 2, 1, label, 0])
+    source = _images_dir(tmp_path / "src", torch.zeros(6, 1, 4, 4), labels)
+    out = tmp_path / "set.dd"
+    assert main(["convert", str(source), str(out), *flags]) == 1
+    assert f"{source / 'labels.pt'}: {message}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_convert_refuses_a_label_count_that_differs_from_the_images(tmp_path: Path, capsys) -> None:
+    source = _images_dir(tmp_path / "src", torch.zeros(6, 1, 4, 4), torch.tensor([0, 1, 0, 1, 0]))
+    assert main(["convert", str(source), str(tmp_path / "set.dd")]) == 1
+    assert f"{source / 'labels.pt'}: 5 labels for the 6 images in images.pt" in capsys.readouterr().err
 
 
 def test_convert_refuses_options_of_the_other_source_kind(tmp_path: Path, capsys) -> None:

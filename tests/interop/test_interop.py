@@ -10,6 +10,7 @@ from ddformat.interop import export_imagefolder, export_tensor_files, import_ima
 from ddformat.evaluation.realdata import mnist
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+MNIST_NORM = {"mean": MNIST_MEAN, "std": MNIST_STD}
 IPC = 3
 
 
@@ -69,7 +70,7 @@ def test_mtt_directory_keeps_normalised_images_labels_and_learned_lr(tmp_path, d
 def test_float16_option_halves_the_stored_floats(tmp_path, digits_few):
     images, labels = digits_few
     src = save_tensor_dir(tmp_path / "mtt", images=normalised(images), labels=labels)
-    with ddformat.open(import_tensor_files(src, tmp_path / "a.dd", sample_dtype="float16")) as dd:
+    with ddformat.open(import_tensor_files(src, tmp_path / "a.dd", sample_dtype="float16", **MNIST_NORM)) as dd:
         assert torch.from_numpy(dd.samples()).dtype == torch.float16
         assert torch.equal(torch.from_numpy(dd.samples()), normalised(images).half())
 
@@ -77,7 +78,7 @@ def test_float16_option_halves_the_stored_floats(tmp_path, digits_few):
 def test_zca_whitened_sets_say_so_in_provenance(tmp_path, digits_few):
     images, labels = digits_few
     src = save_tensor_dir(tmp_path / "zca", images_best=normalised(images), labels_best=labels)
-    with ddformat.open(import_tensor_files(src, tmp_path / "z.dd", zca=True)) as dd:
+    with ddformat.open(import_tensor_files(src, tmp_path / "z.dd", zca=True, **MNIST_NORM)) as dd:
         assert dd.provenance["parameters"]["zca"] is True
 
 
@@ -94,7 +95,7 @@ def test_datm_soft_logits_become_probabilities(tmp_path, digits_few):
     logits = torch.randn(len(images), 10, generator=torch.Generator().manual_seed(0)) * 3
     logits[torch.arange(len(images)), torch.arange(len(images)) // IPC] += 30  # arg-max keeps class order
     src = save_tensor_dir(tmp_path / "datm", images_best=normalised(images), labels_best=logits)
-    with ddformat.open(import_tensor_files(src, tmp_path / "datm.dd")) as dd:
+    with ddformat.open(import_tensor_files(src, tmp_path / "datm.dd", **MNIST_NORM)) as dd:
         assert dd.label_kind == "soft"
         assert torch.allclose(torch.from_numpy(dd.labels()), torch.softmax(logits.double(), 1).float(), atol=1e-6)
         assert dd.provenance["parameters"]["labels"] == "logits"
@@ -105,24 +106,24 @@ def test_probability_labels_are_kept_and_contradicting_kind_is_refused(tmp_path,
     probs = torch.full((len(images), 10), 0.02)
     probs[torch.arange(len(images)), labels] = 0.82
     src = save_tensor_dir(tmp_path / "p", images=normalised(images), labels=probs)
-    with ddformat.open(import_tensor_files(src, tmp_path / "p.dd")) as dd:
+    with ddformat.open(import_tensor_files(src, tmp_path / "p.dd", **MNIST_NORM)) as dd:
         assert torch.allclose(torch.from_numpy(dd.labels()), probs, atol=1e-6)
         assert dd.provenance["parameters"]["labels"] == "probs"
     save_tensor_dir(src, labels=probs.log())
     with pytest.raises(ValueError, match="labels.pt.*not probabilities"):
-        import_tensor_files(src, tmp_path / "q.dd", soft_labels="probs")
+        import_tensor_files(src, tmp_path / "q.dd", soft_labels="probs", **MNIST_NORM)
 
 
 def test_dd_ranking_class_ordered_images_without_labels_are_labelled_by_order(tmp_path, digits_few):
     images, labels = digits_few
     src = save_tensor_dir(tmp_path / "ddr", images=normalised(images))
-    with ddformat.open(import_tensor_files(src, tmp_path / "ddr.dd", num_classes=10)) as dd:
+    with ddformat.open(import_tensor_files(src, tmp_path / "ddr.dd", num_classes=10, **MNIST_NORM)) as dd:
         assert torch.equal(torch.from_numpy(dd.labels()), labels)
         assert dd.provenance["parameters"]["labels"] == "class_order"
     with pytest.raises(ValueError, match="labels.pt is missing; give num_classes"):
-        import_tensor_files(src, tmp_path / "x.dd")
+        import_tensor_files(src, tmp_path / "x.dd", **MNIST_NORM)
     with pytest.raises(ValueError, match="not the same number for each of 7 classes"):
-        import_tensor_files(src, tmp_path / "x.dd", num_classes=7)
+        import_tensor_files(src, tmp_path / "x.dd", num_classes=7, **MNIST_NORM)
 
 
 def test_non_tensor_pt_files_are_refused_without_running_their_code(tmp_path, digits_few):
