@@ -369,41 +369,59 @@ def test_encoders_reject_invalid_arrays_with_value_error(call):
 # --------------------------------------------------------------------------- corrupt payloads
 
 
+def _samples_source() -> np.ndarray:
+    return smooth_images(np.random.default_rng(9), 6, c=1, h=8, w=8)
+
+
 def _samples():
-    rng = np.random.default_rng(9)
-    x = smooth_images(rng, 6, c=1, h=8, w=8)
     lay = layout(6, 3, (1, 8, 8))
-    (e,) = PIXELS.encode(x, lay, [2, 2, 2])
+    (e,) = PIXELS.encode(_samples_source(), lay, [2, 2, 2])
     assert e.params["compression"] == "zstd"
     return e, lay
 
 
 def _fixtures():
-    """One encoded section per codec (zstd-compressed where the codec frames), with its layout."""
+    """One encoded section per codec (zstd-compressed where the codec frames) with its layout,
+    and the array each was encoded from."""
     rng = np.random.default_rng(10)
     labels, groups = class_sorted(rng, 3, [20, 20, 20])
     lay = layout(60, 3)
     probs = softmax_rows(rng, labels, 3)
+    sources = {"pixels": _samples_source(), "grouped": labels, "indices": rng.permutation(labels),
+               "dense16": np.repeat(probs[:1], 60, axis=0), "dense32": np.repeat(probs[:1], 60, axis=0),
+               "topk": probs, "counts": np.tile([1, 2, 3], 20), "float": np.tile([0.5, 2.0], 30)}
     out = {"pixels": _samples(),
            "grouped": (GROUPED.encode(labels, lay, groups), lay),
-           "indices": (INDICES.encode(rng.permutation(labels), lay, None), lay),
-           "dense16": (DENSE.encode(np.repeat(probs[:1], 60, axis=0), lay, groups), lay),
-           "dense32": (DENSE.encode(np.repeat(probs[:1], 60, axis=0), lay, groups, dtype="float32"), lay),
+           "indices": (INDICES.encode(sources["indices"], lay, None), lay),
+           "dense16": (DENSE.encode(sources["dense16"], lay, groups), lay),
+           "dense32": (DENSE.encode(sources["dense32"], lay, groups, dtype="float32"), lay),
            "topk": (TOPK.encode(probs, lay, groups, k=2, bits=6), lay),
-           "counts": (COUNTS.encode(np.tile([1, 2, 3], 20), lay, groups), lay),
-           "float": (FLOAT.encode(np.tile([0.5, 2.0], 30), lay, groups), lay)}
+           "counts": (COUNTS.encode(sources["counts"], lay, groups), lay),
+           "float": (FLOAT.encode(sources["float"], lay, groups), lay)}
     for name in ("dense16", "dense32", "counts", "float"):
         assert out[name][0].params["compression"] == "zstd", name
-    return out
+    return out, sources
 
 
-FIXTURES = _fixtures()
+FIXTURES, FIXTURE_SOURCES = _fixtures()
+DECODED_DTYPES = {"pixels": np.uint8, "grouped": np.int64, "indices": np.int64, "dense16": np.float32,
+                  "dense32": np.float32, "topk": np.float32, "counts": np.int64, "float": np.float32}
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURES))
-def test_fixture_decodes(name):
+def test_fixture_decodes_to_what_was_encoded(name):
+    """Lossless codecs give back the array exactly; lossy soft labels (float16, top-k) give back
+    distributions at exactly the KL from the source that the encoder recorded, same arg-max."""
     e, lay = FIXTURES[name]
-    decode(e, lay)
+    source = FIXTURE_SOURCES[name]
+    out = decode(e, lay)
+    assert out.dtype == DECODED_DTYPES[name] and out.shape == source.shape
+    kl = e.params.get("kl_to_source", 0.0)
+    if kl == 0.0:
+        assert np.array_equal(out, source.astype(out.dtype))
+    else:
+        assert mean_kl(source, out) == pytest.approx(kl, rel=1e-6)
+        assert np.array_equal(out.argmax(axis=1), source.argmax(axis=1))
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURES))
