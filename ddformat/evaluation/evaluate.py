@@ -4,9 +4,10 @@ number a meaning.
 :func:`evaluate_file` trains students with several seeds on a ``.dd`` file under its recipe (see
 :mod:`ddformat.training`) and, on request, on a class-balanced random real subset of the same
 size (``random``) and on the whole real training split (``full``), all with the same protocol and
-tested on the same real test split. Baselines are real images with hard labels; when the file's
-regime is ``sl`` (stored soft labels, which real images lack) they are trained with ``hl``, or
-with ``sl+kd`` when a teacher is given.
+tested on the same real test split. Baselines are real images with hard labels and uniform
+weights, handed to the training loop as tensors; when the file's regime is ``sl`` (stored soft
+labels, which real images lack) they are trained with ``hl``, or with ``sl+kd`` when a teacher is
+given.
 
 Real images enter the students in the file's sample space: intensities in [0, 1] (the units of
 ``value_range``), normalised with the file's mean/std if it has them, and ZCA-whitened with the
@@ -18,9 +19,7 @@ from __future__ import annotations
 
 import os
 import statistics
-import tempfile
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -31,9 +30,9 @@ from .augment import ZCA
 from ..reader import DDFile
 from ..torch.dataset import DistilledDataset
 from ..torch.values import to_model_units
-from ..writer import save
 from .models import build_model
-from .training import Protocol, accuracy, load_teacher, protocol_for, train_student
+from .teachers import load_teacher
+from .training import Protocol, TrainingData, TrainingSet, accuracy, protocol_for, train_student
 
 BASELINES = ("random", "full")
 
@@ -99,8 +98,8 @@ def evaluate_file(
 ) -> dict[str, Any]:
     """Train ``len(seeds)`` students per training set and report test accuracy.
 
-    ``test`` names a :mod:`ddformat.realdata` source whose images match the file's sample shape;
-    ``overrides`` are :class:`~ddformat.training.Protocol` fields that replace the recipe's.
+    ``test`` names a :mod:`ddformat.evaluation.realdata` source whose images match the file's sample shape;
+    ``overrides`` are :class:`~ddformat.evaluation.training.Protocol` fields that replace the recipe's.
     Returns a JSON-ready dict: the protocol, and per training set the accuracies, their mean and
     standard deviation, and the mean learning curve.
     """
@@ -123,8 +122,8 @@ def evaluate_file(
         teacher_model = load_teacher(teacher, teacher_architecture or protocol.architecture, shape[0], num_classes,
                                      shape[1:])
 
-    def students(name: str, data_path: Path, p: Protocol) -> dict[str, Any]:
-        dataset = DistilledDataset(data_path, device=device)
+    def students(name: str, data: TrainingData, p: Protocol) -> dict[str, Any]:
+        dataset = TrainingSet.of(data, num_classes)
         accuracies, curves = [], []
         for seed in seeds:
             torch.manual_seed(seed)
@@ -135,19 +134,16 @@ def evaluate_file(
             curves.append(curve)
         return _summary(name, accuracies, curves, len(dataset))
 
-    results = [students("distilled", Path(path), protocol)]
+    results = [students("distilled", DistilledDataset(path, device=device), protocol)]
     if baselines:
         real_protocol = protocol
         if protocol.regime == "sl":
             real_protocol = replace(protocol, regime="sl+kd" if teacher_model is not None else "hl")
         real_protocol = replace(real_protocol, weighting={"scheme": "uniform", "normalization": "global"})
-        with tempfile.TemporaryDirectory(prefix="ddformat-eval-") as tmp:
-            for name in baselines:
-                x, y = (x_train, y_train) if name == "full" else _random_subset(x_train, y_train, counts, seeds[0])
-                real = save(Path(tmp) / f"{name}.dd", real_to_sample_space(x, dataset_meta, zca), y,
-                            num_classes=num_classes, name=f"{test}-{name}", value_range=None,
-                            recipe={"loss": "ce"})
-                results.append(students(name, real, real_protocol))
+        for name in baselines:
+            x, y = (x_train, y_train) if name == "full" else _random_subset(x_train, y_train, counts, seeds[0])
+            real = (real_to_sample_space(x, dataset_meta, zca).to(device), y.to(device))
+            results.append(students(name, real, real_protocol))
     return {"file": str(path), "test": test, "bpc": bpc, "seeds": list(seeds), "protocol": protocol.to_dict(),
             "results": results}
 

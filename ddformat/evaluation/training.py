@@ -10,27 +10,29 @@ recipe, with the defaults of paper 002, Table 1 (small-scale column) where the r
 | ``sl``: stored soft labels | T²·KL, T = 20 | AdamW, wd 0.01 | 0.001 | DSA |
 | ``sl+kd``: teacher relabels each augmented batch | T²·KL | AdamW, wd 0.01 | 0.001 | DSA (+ CutMix) |
 
-Weights enter every loss through :mod:`ddformat.losses` with the file's scheme and normalisation.
-The loop is a plain loop over :meth:`DistilledDataset.loader` batches with augmentation applied
-to whole batches on the device.
+Weights enter every loss through :mod:`ddformat.torch.losses` with the file's scheme and
+normalisation. The loop is a plain loop over :class:`~ddformat.torch.DeviceLoader` batches with
+augmentation applied to whole batches on the device. It trains on a :class:`DistilledDataset` or
+on plain tensors alike (:class:`TrainingSet`), so real-data baselines and teachers go through
+exactly the same loop as a distilled set, without being written to a file first.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Union
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .augment import build_augmentation, cutmix
-from ..torch.dataset import DistilledDataset
+from ..torch.dataset import DeviceLoader, DistilledDataset
 from ..torch.losses import soft_kl, weighted_cross_entropy
-from .models import build_model, canonical_architecture
+from .models import canonical_architecture
 
 REGIMES = ("hl", "sl", "sl+kd")
 OPTIMIZERS = ("sgd", "adamw", "adam")
@@ -125,21 +127,89 @@ def _lr_factor(p: Protocol, step: int, total: int, warmup: int) -> float:
     return 1.0
 
 
-def load_teacher(path: str | os.PathLike[str], architecture: str, in_channels: int, num_classes: int,
-                 image_size: tuple[int, int]) -> nn.Module:
-    """A teacher network from a state dict in safetensors or in a ``.pt`` file read with
-    ``torch.load(weights_only=True)``: nothing in the checkpoint can run code."""
-    model = build_model(architecture, in_channels, num_classes, image_size)
-    if str(path).endswith(".safetensors"):
-        from safetensors.torch import load_file
+@dataclass(frozen=True, eq=False)
+class TrainingSet:
+    """What a student trains on, resident on one device: float32 ``samples`` (N, C, H, W),
+    ``labels`` (int64 class indices (N,), or float32 probability rows (N, K)), float32 loss
+    ``weights`` (N,) used as given, and the number of classes the student predicts.
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: not a state dict of tensors")
-    model.load_state_dict(state)
-    return model.eval()
+    It has the attributes :class:`~ddformat.torch.DeviceLoader` batches from, so a set built
+    from tensors is shuffled and batched exactly like a :class:`DistilledDataset`.
+    """
+
+    samples: torch.Tensor
+    labels: torch.Tensor
+    weights: torch.Tensor
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        x, y, w = self.samples, self.labels, self.weights
+        if x.ndim != 4 or not x.is_floating_point():
+            raise ValueError(f"samples must be float (N, C, H, W), got {x.dtype} of shape {tuple(x.shape)}")
+        n = x.shape[0]
+        if y.shape[:1] != (n,) or w.shape != (n,):
+            raise ValueError(f"{n} samples with labels of shape {tuple(y.shape)} and weights of shape "
+                             f"{tuple(w.shape)}; both need one entry per sample")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {self.num_classes}")
+        if y.is_floating_point():
+            if y.ndim != 2 or y.shape[1] != self.num_classes:
+                raise ValueError(f"soft labels of shape {tuple(y.shape)} for {self.num_classes} classes")
+        elif y.ndim != 1 or (n and (int(y.min()) < 0 or int(y.max()) >= self.num_classes)):
+            raise ValueError(f"hard labels must be class indices (N,) in [0, {self.num_classes})")
+        if not (torch.isfinite(w).all() and (w >= 0).all()):
+            raise ValueError("loss weights must be finite and non-negative")
+        if len({x.device, y.device, w.device}) != 1:
+            raise ValueError(f"samples, labels and weights lie on different devices: {x.device}, {y.device}, "
+                             f"{w.device}")
+
+    @classmethod
+    def of(cls, data: "TrainingData", num_classes: int | None = None) -> "TrainingSet":
+        """A :class:`DistilledDataset` (its tensors as they are), a tuple ``(x, y)`` or
+        ``(x, y, w)`` of tensors, or any map-style :class:`~torch.utils.data.Dataset` whose
+        items are such tuples (stacked once, so it must fit in memory as a distilled set does).
+
+        Without ``w`` every weight is 1. ``num_classes`` defaults to the dataset's, the width of
+        soft labels, or the largest hard label + 1 (pass it when the top class may be absent).
+        """
+        if isinstance(data, TrainingSet):
+            return data
+        if isinstance(data, DistilledDataset):
+            return cls(data.samples, data.labels, data.weights, num_classes or data.num_classes)
+        if isinstance(data, Dataset):
+            items = [data[i] for i in range(len(data))]
+            if not items or any(not isinstance(item, (tuple, list)) or len(item) not in (2, 3) for item in items):
+                raise ValueError("dataset items must be (x, y) or (x, y, w) tuples, and there must be at least one")
+            data = tuple(torch.stack([torch.as_tensor(item[k]) for item in items]) for k in range(len(items[0])))
+        if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
+            raise TypeError(f"cannot train on {type(data).__name__}: pass a DistilledDataset, a Dataset or "
+                            "a tuple (x, y[, w]) of tensors")
+        x = torch.as_tensor(data[0])
+        x = x.to(torch.float32) if not x.is_floating_point() else x
+        y = torch.as_tensor(data[1], device=x.device)
+        y = y.to(torch.float32) if y.is_floating_point() else y.to(torch.int64)
+        w = (torch.as_tensor(data[2], dtype=torch.float32, device=x.device) if len(data) == 3
+             else torch.ones(len(x), dtype=torch.float32, device=x.device))
+        if num_classes is None and y.is_floating_point() and y.ndim == 2:
+            num_classes = y.shape[1]
+        elif num_classes is None:
+            num_classes = int(y.max()) + 1 if y.numel() else 1
+        return cls(x, y, w, num_classes)
+
+    @property
+    def device(self) -> torch.device:
+        return self.samples.device
+
+    @property
+    def label_kind(self) -> str:
+        return "soft" if self.labels.is_floating_point() else "hard"
+
+    def __len__(self) -> int:
+        return self.samples.shape[0]
+
+
+TrainingData = Union[DistilledDataset, TrainingSet, Dataset, tuple]
+"""Anything :func:`train_student` trains on; see :meth:`TrainingSet.of`."""
 
 
 def _step_seed(seed: int, step: int) -> int:
@@ -147,7 +217,7 @@ def _step_seed(seed: int, step: int) -> int:
 
 
 def train_student(
-    dataset: DistilledDataset,
+    data: TrainingData,
     model: nn.Module,
     protocol: Protocol,
     *,
@@ -156,15 +226,25 @@ def train_student(
     evaluate: Callable[[nn.Module], float] | None = None,
     eval_every: int = 0,
     progress: bool = True,
+    num_classes: int | None = None,
 ) -> list[tuple[int, float]]:
-    """Train ``model`` in place on ``dataset``; return the learning curve ``[(epoch, accuracy)]``
-    measured by ``evaluate`` every ``eval_every`` epochs and after the last one."""
+    """Train ``model`` in place on ``data`` on the device the data lies on; return the learning
+    curve ``[(epoch, accuracy)]`` measured by ``evaluate`` every ``eval_every`` epochs and after
+    the last one.
+
+    ``data`` is a :class:`DistilledDataset` or plain tensors (see :meth:`TrainingSet.of`, which
+    also explains ``num_classes``); its loss weights enter the loss with the protocol's
+    normalisation. Under ``sl+kd`` the ``teacher``'s tempered softmax on each augmented (and
+    mixed) batch replaces the labels.
+    """
+    dataset = TrainingSet.of(data, num_classes)
     if protocol.regime == "sl" and dataset.label_kind != "soft":
-        raise ValueError("regime 'sl' needs soft labels stored in the file; use 'hl' or 'sl+kd'")
+        raise ValueError("regime 'sl' needs soft labels (stored in the file, or given as probability rows); "
+                         "use 'hl' or 'sl+kd'")
     if protocol.regime == "sl+kd" and teacher is None:
         raise ValueError("regime 'sl+kd' needs a teacher")
     torch.manual_seed(seed)
-    device = dataset.samples.device
+    device = dataset.device
     model.to(device).train()
     if teacher is not None:
         teacher.to(device).eval()
@@ -172,7 +252,7 @@ def train_student(
     mix = "cutmix" in (a.lower() for a in protocol.augmentation)
     normalization = protocol.weighting["normalization"]
     optimizer = _optimizer(model, protocol)
-    loader = dataset.loader(protocol.batch_size, shuffle=True, seed=seed)
+    loader = DeviceLoader(dataset, protocol.batch_size, shuffle=True, seed=seed)
     total, warmup = protocol.epochs * len(loader), protocol.warmup_epochs * len(loader)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(protocol, s, total, warmup))
     mixer = torch.Generator().manual_seed(seed)
