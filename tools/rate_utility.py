@@ -39,9 +39,8 @@ import ddformat
 from ddformat.evaluation import realdata
 from ddformat.evaluation.evaluate import evaluate_file
 from ddformat.cli.plots import rate_utility_png
-from producers.ruo.data import RealData
+from producers.common import DistributionMatching, RealData
 from producers.ruo.distill import SEARCHES, RuoConfig, distill_to_budget, save_result
-from producers.ruo.losses import DistributionMatching
 
 NUM_CLASSES = 10
 

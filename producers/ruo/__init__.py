@@ -7,13 +7,12 @@ post-quantises the networks. Entry points: :func:`distill`, :func:`distill_to_bu
 :func:`save_result`, and ``python -m producers.ruo``. See ``README.md`` for the scale it runs at.
 """
 
-from .data import RealData
+from producers.common import RealData, load_experts, train_experts
+
 from .distill import RuoConfig, RuoResult, distill, distill_to_budget, save_result
-from .losses import DistributionMatching, GradientMatching, TrajectoryMatching, load_experts, train_experts
 from .model import Architecture, RuoModel, laplace_bits
 
 __all__ = [
-    "Architecture", "DistributionMatching", "GradientMatching", "RealData", "RuoConfig", "RuoModel", "RuoResult",
-    "TrajectoryMatching", "distill", "distill_to_budget", "laplace_bits", "load_experts", "save_result",
-    "train_experts",
+    "Architecture", "RealData", "RuoConfig", "RuoModel", "RuoResult", "distill", "distill_to_budget", "laplace_bits",
+    "load_experts", "save_result", "train_experts",
 ]

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Sequence
 
 import ddformat
+from producers.common import RealData, train_experts
+from producers.common.experts import EXPERT_GLOB
 
-from .data import RealData
 from .distill import LOSSES, SEARCHES, RuoConfig, distill, distill_to_budget, save_result
-from .losses import EXPERT_GLOB, train_experts
 from .model import RELAXATIONS
 from .quantize import MSE_THRESHOLDS
 

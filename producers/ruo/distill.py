@@ -29,9 +29,9 @@ from tqdm.auto import tqdm
 
 import ddformat
 from ddformat.codecs.ruo import RuoSamples, estimated_bits, synthesize
+from producers.common import (DEFAULT_DSA, DistributionMatching, GradientMatching, RealData, TrajectoryMatching,
+                              UtilityLoss, load_experts)
 
-from .data import RealData
-from .losses import DEFAULT_DSA, DistributionMatching, GradientMatching, TrajectoryMatching, UtilityLoss, load_experts
 from .model import RELAXATIONS, Architecture, RuoModel
 from .quantize import post_quantize
 

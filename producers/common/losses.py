@@ -1,4 +1,5 @@
-"""RUO's utility term ℓ(D; S): the three distillation losses paper 000 plugs in (Eqs. 6–8).
+"""The distillation losses DM, GM and TM: RUO's utility term ℓ(D; S) (paper 000, Eqs. 6–8), and
+what other producers optimising synthetic images plug in.
 
 Each is a callable ``loss(images, labels) -> scalar`` on the whole synthetic set, differentiable
 with respect to the images (and so to latents and networks), that draws its own randomness from
@@ -11,7 +12,7 @@ a seeded generator:
   set between matching steps and re-initialised every ``outer_loop`` calls.
 * :class:`TrajectoryMatching` (TM, MTT): ``syn_steps`` differentiable SGD steps on synthetic
   batches from an expert's parameters at a random epoch, compared with the expert
-  ``expert_epochs`` later (Eq. 7); experts come from :func:`train_experts`.
+  ``expert_epochs`` later (Eq. 7); experts come from :func:`~producers.common.experts.train_experts`.
 
 Real and synthetic batches of DM and GM go through DSA with one shared seed and batch-wide
 parameters (the siamese augmentation of the DSA code, whose batches differ in size).
@@ -19,23 +20,18 @@ parameters (the siamese augmentation of the DSA code, whose batches differ in si
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.func import functional_call
-from tqdm.auto import tqdm
 
 from ddformat.evaluation.augment import DSA
-from ddformat.evaluation.models import build_model
 
 from .data import RealData
-
-DEFAULT_DSA = "color_crop_cutout_flip_scale_rotate"
+from .experts import unflatten_parameters
+from .networks import DEFAULT_DSA, draw_seed, fresh_network
 
 
 class UtilityLoss(Protocol):
@@ -44,18 +40,6 @@ class UtilityLoss(Protocol):
     def extra_parameters(self) -> list[nn.Parameter]:
         """Learnable parameters of the loss itself (TM's step size), optimised alongside."""
         ...
-
-
-def _seed(generator: torch.Generator) -> int:
-    return int(torch.randint(2**31 - 1, (1,), generator=generator))
-
-
-def _network(architecture: str, real: RealData, generator: torch.Generator) -> nn.Module:
-    """A freshly initialised student, its initialisation fixed by ``generator``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_seed(generator))
-        model = build_model(architecture, real.sample_shape[0], real.num_classes, real.sample_shape[1:])
-    return model.to(real.images.device)
 
 
 class DistributionMatching:
@@ -71,13 +55,13 @@ class DistributionMatching:
         return []
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        net = _network(self.architecture, self.real, self.generator)
+        net = fresh_network(self.architecture, self.real, self.generator)
         net.classifier = nn.Identity()
         net.requires_grad_(False)
         loss = images.new_zeros(())
         for c in labels.unique().tolist():
             real = self.real.batch(c, self.batch_real, self.generator)
-            seed = _seed(self.generator)
+            seed = draw_seed(self.generator)
             real_mean = net(self.dsa(real, seed, batchwise=True)).mean(0)
             syn_mean = net(self.dsa(images[labels == c], seed, batchwise=True)).mean(0)
             loss = loss + ((real_mean - syn_mean) ** 2).sum()
@@ -120,21 +104,21 @@ class GradientMatching:
     def _train_network(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         optimizer = torch.optim.SGD(self.net.parameters(), lr=self.net_lr)
         for _ in range(self.inner_loop):
-            loss = F.cross_entropy(self.net(self.dsa(images, _seed(self.generator))), labels)
+            loss = F.cross_entropy(self.net(self.dsa(images, draw_seed(self.generator))), labels)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.calls % self.outer_loop == 0 or self.net is None:
-            self.net = _network(self.architecture, self.real, self.generator)
+            self.net = fresh_network(self.architecture, self.real, self.generator)
         else:
             self._train_network(images.detach(), labels)
         self.calls += 1
         params = list(self.net.parameters())
         loss = images.new_zeros(())
         for c in labels.unique().tolist():
-            seed = _seed(self.generator)
+            seed = draw_seed(self.generator)
             real = self.dsa(self.real.batch(c, self.batch_real, self.generator), seed, batchwise=True)
             syn = self.dsa(images[labels == c], seed, batchwise=True)
             target = torch.full((len(real),), c, dtype=torch.int64, device=real.device)
@@ -143,71 +127,6 @@ class GradientMatching:
             g_syn = torch.autograd.grad(F.cross_entropy(self.net(syn), target), params, create_graph=True)
             loss = loss + gradient_distance(g_syn, [g.detach() for g in g_real])
         return loss
-
-
-# ----------------------------------------------------------------------------- trajectory matching
-
-EXPERT_PATTERN = "expert_{:03d}.safetensors"
-EXPERT_GLOB = "expert_*.safetensors"
-
-
-def flat_parameters(model: nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).cpu()
-
-
-def _unflatten(model: nn.Module, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-    out, start = {}, 0
-    for name, p in model.named_parameters():
-        out[name] = flat[start:start + p.numel()].view_as(p)
-        start += p.numel()
-    return out
-
-
-def train_experts(real: RealData, directory: str | Path, *, architecture: str = "ConvNet-D3",
-                  num_experts: int = 5, epochs: int = 20, lr: float = 0.01, batch_size: int = 256,
-                  dsa: str = DEFAULT_DSA, seed: int = 0, progress: bool = True) -> list[Path]:
-    """MTT's buffer: train ``num_experts`` students on the real data (SGD without momentum or
-    weight decay, DSA) and save each one's flattened parameters after every epoch as a
-    ``(epochs + 1, P)`` float32 tensor ``trajectory`` in ``expert_NNN.safetensors``."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    augment = DSA(dsa)
-    generator = torch.Generator().manual_seed(seed)
-    metadata = {"architecture": architecture, "sample_shape": json.dumps(real.sample_shape),
-                "num_classes": str(real.num_classes), "source": real.source, "lr": str(lr)}
-    paths = []
-    n = len(real.images)
-    for e in tqdm(range(num_experts), desc="training experts", disable=not progress):
-        net = _network(architecture, real, generator)
-        optimizer = torch.optim.SGD(net.parameters(), lr=lr)
-        trajectory = [flat_parameters(net)]
-        for _ in range(epochs):
-            order = torch.randperm(n, generator=generator).to(real.images.device)
-            for i in range(0, n, batch_size):
-                idx = order[i:i + batch_size]
-                loss = F.cross_entropy(net(augment(real.images[idx], _seed(generator))), real.labels[idx])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            trajectory.append(flat_parameters(net))
-        path = directory / EXPERT_PATTERN.format(e)
-        save_file({"trajectory": torch.stack(trajectory).contiguous()}, str(path), metadata=metadata)
-        paths.append(path)
-    return paths
-
-
-def load_experts(directory: str | Path) -> list[torch.Tensor]:
-    """Every ``expert_NNN.safetensors`` trajectory in ``directory`` (safetensors: no code runs)."""
-    paths = sorted(Path(directory).glob(EXPERT_GLOB))
-    if not paths:
-        raise ValueError(f"{directory}: no expert_*.safetensors files; train them with train_experts")
-    trajectories = []
-    for path in paths:
-        tensors = load_file(str(path))
-        if set(tensors) != {"trajectory"} or tensors["trajectory"].ndim != 2:
-            raise ValueError(f"{path}: expected one (epochs + 1, P) tensor named 'trajectory'")
-        trajectories.append(tensors["trajectory"])
-    return trajectories
 
 
 class TrajectoryMatching:
@@ -219,7 +138,7 @@ class TrajectoryMatching:
                  syn_steps: int = 20, expert_epochs: int = 2, max_start_epoch: int = 10, batch_syn: int = 256,
                  syn_lr: float = 0.01, dsa: str = DEFAULT_DSA, seed: int = 0) -> None:
         self.generator = torch.Generator().manual_seed(seed)
-        self.net = _network(architecture, real, self.generator)
+        self.net = fresh_network(architecture, real, self.generator)
         size = sum(p.numel() for p in self.net.parameters())
         epochs = min(len(t) for t in experts) - 1
         if any(t.shape[1] != size for t in experts):
@@ -244,8 +163,8 @@ class TrajectoryMatching:
         w = origin.clone().requires_grad_(True)
         for _ in range(self.syn_steps):
             idx = torch.randperm(len(images), generator=g)[:self.batch_syn].to(images.device)
-            x = self.dsa(images[idx], _seed(g))
-            logits = functional_call(self.net, _unflatten(self.net, w), (x,))
+            x = self.dsa(images[idx], draw_seed(g))
+            logits = functional_call(self.net, unflatten_parameters(self.net, w), (x,))
             grad = torch.autograd.grad(F.cross_entropy(logits, labels[idx]), w, create_graph=True)[0]
             w = w - self.syn_lr * grad
         return ((w - target) ** 2).sum() / ((origin - target) ** 2).sum()

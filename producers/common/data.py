@@ -1,9 +1,10 @@
-"""The real training data RUO distils from, in the space the synthetic samples live in.
+"""The real training data a producer distils from, in the space the synthetic samples live in.
 
-RUO's samples are decoded floats, so the producer distils in normalised space, as DM and MTT
-do: real uint8 images become ``(x/255 - mean) / std`` with the per-channel mean and std of the
-training split, and the file records that normalisation as already applied. Every utility loss
-and the Phase 1 fit draw real images of one class at a time, so this keeps per-class indices.
+Producers distil in normalised space, as DM and MTT do: real uint8 images become
+``(x/255 - mean) / std`` with the per-channel mean and std of the training split, and the file
+records that normalisation as already applied (RUO's samples are decoded floats; a producer
+storing pixels maps back with these statistics). The matching losses and RUO's Phase 1 fit draw
+real images of one class at a time, so this keeps per-class indices.
 """
 
 from __future__ import annotations
