@@ -5,6 +5,6 @@
 what stored values mean to a model.
 """
 
-from .dataset import DeviceLoader, DistilledDataset, samples_tensor
+from .dataset import DeviceLoader, DistilledDataset, ResidentSet, samples_tensor
 
-__all__ = ["DeviceLoader", "DistilledDataset", "samples_tensor"]
+__all__ = ["DeviceLoader", "DistilledDataset", "ResidentSet", "samples_tensor"]

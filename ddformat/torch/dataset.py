@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 from torch.utils.data import Dataset
@@ -36,6 +36,18 @@ def samples_tensor(file: DDFile, device: str | torch.device = "cpu") -> torch.Te
         return torch.from_numpy(codec.decode(section, layout, aux)).to(device)
 
     return file.decode_samples(decode)
+
+
+class ResidentSet(Protocol):
+    """What :class:`DeviceLoader` batches from: aligned tensors on one device. A
+    :class:`DistilledDataset` is one; so is evaluation's set built from plain tensors."""
+
+    samples: torch.Tensor
+    labels: torch.Tensor
+    weights: torch.Tensor
+    device: torch.device
+
+    def __len__(self) -> int: ...
 
 
 class DistilledDataset(Dataset):
@@ -111,7 +123,7 @@ class DistilledDataset(Dataset):
 
 
 class DeviceLoader:
-    """Iterates a :class:`DistilledDataset` in batches without leaving its device.
+    """Iterates a :class:`DistilledDataset` (any :class:`ResidentSet`) in batches without leaving its device.
 
     Each pass over the loader is one epoch: its order is a permutation drawn on the CPU from
     ``seed + epoch`` (the same on every rank, and the same as
@@ -128,7 +140,7 @@ class DeviceLoader:
 
     def __init__(
         self,
-        dataset: DistilledDataset,
+        dataset: ResidentSet,
         batch_size: int,
         *,
         shuffle: bool = True,
