@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 import ddformat
-from ddformat.codecs.ruo import RuoSamples, estimated_bits, synthesize
+from ddformat.codecs.ruo import RuoSamples, estimated_bits, synthesize_tensor
 from producers.common import (DEFAULT_DSA, DistributionMatching, GradientMatching, RealData, TrajectoryMatching,
                               UtilityLoss, load_experts)
 
@@ -121,13 +121,17 @@ class RuoResult:
     samples: RuoSamples
     labels: np.ndarray
     images: torch.Tensor
-    """(N, C, H, W) ``synthesize(samples)``: exactly what reading the file gives."""
+    """(N, C, H, W) ``synthesize_tensor(samples, device)``: exactly what reading the file onto the
+    training device gives (``ddformat.DistilledDataset``; numpy's ``open(...).samples()`` agrees
+    within the spec's float tolerance)."""
     estimated_bits: dict[str, float]
     config: RuoConfig
     """The hyperparameters of this run (a β search changes ``beta``)."""
     lambda_scale: float = 1.0
     target_bpc: float | None = None
     history: dict[str, list[float]] = field(default_factory=dict)
+    """Per-iteration rate and losses; after :func:`distill_to_budget`, also every trial's knob
+    scale (``search_scale``) and file bpc (``search_bpc``), in the order they ran."""
 
 
 def build_utility(config: RuoConfig, real: RealData) -> UtilityLoss:
@@ -222,7 +226,7 @@ def finish(model: RuoModel, config: RuoConfig, lambda_scale: float, history: dic
     """Phase 3 and the record of what the file will hold."""
     samples = post_quantize(model, config.mse_threshold, progress)
     labels = model.labels().numpy()
-    images = synthesize(samples, model.neighbours.device)
+    images = synthesize_tensor(samples, model.neighbours.device)
     return RuoResult(samples, labels, images, estimated_bits(samples), config, lambda_scale, history=history)
 
 
@@ -314,5 +318,7 @@ def distill_to_budget(real: RealData, config: RuoConfig, target_bpc: float, *, s
         raise ValueError(f"no {search} scale down to {min(t[0] for t in tried):.3g} reached {target_bpc:.0f} bpc "
                          f"(lowest: {lowest:.0f}); the networks' fixed cost may exceed the budget — try "
                          "fewer slices (a larger slice_size), a smaller decoder version or ARM")
-    return max(feasible, key=lambda t: t[1])[2]
+    best = max(feasible, key=lambda t: t[1])[2]
+    best.history = best.history | {"search_scale": [t[0] for t in tried], "search_bpc": [t[1] for t in tried]}
+    return best
 

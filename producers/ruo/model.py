@@ -21,9 +21,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddformat.codecs.ruo.arm import LATENT_RANGE, SIGMAS, ArmMLP
-from ddformat.codecs.ruo.grid import schedule, split_scales
-from ddformat.codecs.ruo.synthesis import DECODER_VERSIONS, Decoder
+from ddformat.codecs.ruo import (
+    CONFIG_LIMITS,
+    DECODER_VERSIONS,
+    LATENT_RANGE,
+    MAX_CHANNELS,
+    SIGMAS,
+    decoder_shapes,
+    schedule,
+    split_scales,
+    synthesize_torch,
+)
 
 RELAXATIONS = ("noise", "ste", "softround", "mixed")
 """Differentiable rounding: additive uniform noise (Ballé et al.), straight-through rounding,
@@ -49,10 +57,66 @@ class Architecture:
     def __post_init__(self) -> None:
         if len(self.sample_shape) != 3 or min(self.sample_shape) < 1:
             raise ValueError(f"sample_shape must be (C, H, W), got {self.sample_shape}")
-        if self.scales < 1:
-            raise ValueError(f"scales must be at least 1, got {self.scales}")
+        lo, hi = CONFIG_LIMITS["scales"]
+        if not lo <= self.scales <= hi:
+            raise ValueError(f"the ruo codec needs scales within [{lo}, {hi}], got {self.scales}")
+        if self.sample_shape[0] > MAX_CHANNELS:
+            raise ValueError(f"the ruo codec stores at most {MAX_CHANNELS} channels, got {self.sample_shape[0]}")
         if self.decoder_version not in DECODER_VERSIONS:
             raise ValueError(f"decoder version {self.decoder_version!r} is not one of {', '.join(DECODER_VERSIONS)}")
+
+
+class ArmMLP(nn.Module):
+    """The float entropy network: context (…, C) → (μ, log₂σ) (…, 2). The file stores it
+    quantised, evaluated in the codec's fixed point (``quantize.quantize_arm``)."""
+
+    def __init__(self, context: int, width: int, depth: int) -> None:
+        super().__init__()
+        for name, value in (("context", context), ("arm_width", width), ("arm_depth", depth)):
+            lo, hi = CONFIG_LIMITS[name]
+            if not lo <= value <= hi:
+                raise ValueError(f"the ruo codec needs {name} within [{lo}, {hi}], got {value}")
+        sizes = [context] + [width] * depth + [2]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        with torch.no_grad():
+            self.layers[-1].weight.mul_(0.01)
+            self.layers[-1].bias.copy_(torch.tensor([0.0, 1.0]))
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        h = context
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i < len(self.layers) - 1:
+                h = torch.relu(h)
+        return h
+
+
+BILINEAR_TAPS = (-0.0234375, -0.0703125, 0.2265625, 0.8671875, 0.8671875, 0.2265625, -0.0703125, -0.0234375)
+"""C3's initial 8-tap upsampling filter (separable; training makes the 8×8 kernel free)."""
+
+
+class Decoder(nn.Module):
+    """Upsampler + synthesis of one slice, as trainable tensors named as the codec stores them
+    (:func:`ddformat.codecs.ruo.decoder_shapes`); the forward pass is the codec's own torch
+    synthesis, so training sees exactly the function the file decodes with."""
+
+    def __init__(self, scales: int, out_channels: int, version: str) -> None:
+        super().__init__()
+        shapes = decoder_shapes(scales, out_channels, version)
+        self.upsampler = nn.Module()
+        self.upsampler.kernel = nn.Parameter(torch.outer(*[torch.tensor(BILINEAR_TAPS)] * 2)[None, None])
+        self.synthesis = nn.Module()
+        pointwise = [v for k, v in shapes.items() if k.startswith("synthesis.pointwise.") and k.endswith(".weight")]
+        self.synthesis.pointwise = nn.ModuleList(nn.Conv2d(i, o, 1) for o, i, _, _ in pointwise)
+        self.synthesis.residual = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3) for _ in range(2))
+        with torch.no_grad():
+            for conv in self.synthesis.residual:
+                conv.weight.mul_(0.1)
+                conv.bias.zero_()
+
+    def forward(self, latents: Sequence[torch.Tensor], size: tuple[int, int], rows: int | None = None) -> torch.Tensor:
+        """Per-scale latents (N, h_l, w_l) → images (N, C, H, W)."""
+        return synthesize_torch(dict(self.named_parameters()), latents, size, rows)
 
 
 def neighbour_table(height: int, width: int, scales: int, context: int) -> torch.Tensor:

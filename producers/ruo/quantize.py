@@ -10,24 +10,45 @@ uniformly with power-of-two steps 2^-k (Eq. 14), chosen per slice by grid search
   only their code length, so its step is the one that minimises the code length of latents plus
   ARM weights, as the codec will spend them (:func:`estimated_bits`).
 
-Both searches evaluate candidates with the codec's own functions (``synthesize``,
+Both searches evaluate candidates with the codec's own functions (``synthesize_tensor``,
 ``estimated_bits``), so the chosen steps are judged on exactly what the file will hold.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ddformat.codecs.ruo import RuoSamples, RuoSlice, estimated_bits, quantize_decoder, synthesize
-from ddformat.codecs.ruo.arm import quantize_arm
+from ddformat.codecs.ruo import WEIGHT_LIMIT, RuoSamples, RuoSlice, estimated_bits, synthesize_tensor
 
-from .model import RuoModel
+from .model import ArmMLP, Decoder, RuoModel
 
 STEP_EXPONENTS = range(0, 17)
 """Candidate steps 2^-0 … 2^-16, coarsest first."""
 MSE_THRESHOLDS = (5e-5, 5e-6, 5e-7, 5e-8)
 """Paper 000, Appendix A2: the decoder-quantisation thresholds it selects among."""
+
+
+def _integers(name: str, value: torch.Tensor, step_exp: int) -> np.ndarray:
+    if not torch.isfinite(value).all():
+        raise ValueError(f"{name} is not all finite")
+    q = torch.round(value.detach().double() * 2**step_exp).long().cpu().numpy()
+    if np.abs(q).max(initial=0) > WEIGHT_LIMIT:
+        raise ValueError(f"{name} exceeds ±2^15 at step 2^-{step_exp}; use a coarser step")
+    return q
+
+
+def quantize_arm(arm: ArmMLP, step_exp: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Integer (weight, bias) per layer at step 2^-``step_exp``."""
+    return [(_integers(f"ARM layer {i} weight", layer.weight, step_exp),
+             _integers(f"ARM layer {i} bias", layer.bias, step_exp)) for i, layer in enumerate(arm.layers)]
+
+
+def quantize_decoder(decoder: Decoder, step_exp: int) -> dict[str, np.ndarray]:
+    """Integer tensors of ``decoder``'s parameters at step 2^-``step_exp``, named as the file stores them."""
+    return {name: _integers(f"decoder parameter {name}", value, step_exp)
+            for name, value in decoder.state_dict().items()}
 
 
 def samples_of(model: RuoModel, slices: list[RuoSlice]) -> RuoSamples:
@@ -47,7 +68,7 @@ def _decoder_step(model: RuoModel, s: int, draft: RuoSlice, threshold: float) ->
             candidate = RuoSlice(draft.latents, draft.arm, draft.arm_step, quantize_decoder(model.decoders[s], k), k)
         except ValueError:  # weights beyond the codec's integer range at this step
             continue
-        mse = float(((synthesize(samples_of(model, [candidate]), device) - reference) ** 2).mean())
+        mse = float(((synthesize_tensor(samples_of(model, [candidate]), device) - reference) ** 2).mean())
         best = candidate
         if mse <= threshold:
             break

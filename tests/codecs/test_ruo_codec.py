@@ -1,7 +1,14 @@
-"""The ``ruo`` codec: bit-exact latents, an integer entropy model every decoder agrees on,
-corruption caught before decoding."""
+"""The ``ruo`` codec: bit-exact latents, an integer entropy model every decoder agrees on, numpy
+and torch synthesis that agree, decoding without torch, and decoding work bounded before it
+starts."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,33 +16,49 @@ import torch
 
 import ddformat
 from ddformat import FormatError
-from ddformat.codecs.ruo import RUO, RuoSamples, RuoSlice, estimated_bits, quantize_decoder, synthesize
-from ddformat.codecs.ruo.arm import (
-    SIGMA_INDEX_MAX,
-    SIGMA_INDEX_MIN,
-    ArmMLP,
-    integer_arm,
-    integer_arm_numpy,
-    quantize_arm,
+from ddformat.codecs.ruo import (
+    LATENTS_PER_WORD,
+    MAX_CHANNELS,
+    RUO,
+    RuoSamples,
+    RuoSlice,
+    decoder_shapes,
+    estimated_bits,
+    split_scales,
+    synthesize,
+    synthesize_tensor,
+    synthesize_torch,
 )
-from ddformat.codecs.ruo.grid import context_pattern, scale_shapes, schedule
-from ddformat.codecs.ruo.synthesis import Decoder
+from ddformat.codecs.ruo.arm import SIGMA_INDEX_MAX, SIGMA_INDEX_MIN, integer_arm, integer_arm_numpy
+from ddformat.codecs.ruo.grid import context_pattern, latents_per_sample, scale_shapes, schedule, wavefront_slope
+from ddformat.limits import Limits
+from ddformat.torch import samples_tensor
+from tests.support import reseal
+
+REPO = Path(__file__).resolve().parents[2]
+VECTOR = REPO / "spec" / "vectors" / "valid" / "ruo_two_slices.dd"
+
+
+def random_networks(template: RuoSamples, rng: np.random.Generator, arm_std: float = 77.0,
+                    decoder_std: float = 300.0) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[str, np.ndarray]]:
+    """Integer ARM layers (for step 2^-8) and decoder tensors (for step 2^-10) of plausible size."""
+    arm = [(np.round(rng.normal(0, arm_std, (o, i))).astype(np.int64), rng.integers(-256, 257, o))
+           for o, i in template.arm_shapes()]
+    decoder = {k: np.round(rng.normal(0, decoder_std, shape)).astype(np.int64)
+               for k, shape in template.decoder_shapes().items()}
+    return arm, decoder
 
 
 def random_samples(per_slice: list[int], shape=(1, 12, 10), scales=4, context=8, width=8, depth=2,
                    version="v4-40", seed=0, spread=2.0) -> RuoSamples:
-    torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    m, _ = schedule(shape[1], shape[2], scales, context)
     template = RuoSamples(shape, scales, context, width, depth, version, [])
+    m = latents_per_sample(shape[1], shape[2], scales)
     slices = []
     for n in per_slice:
-        arm = ArmMLP(context, width, depth)
-        with torch.no_grad():
-            for layer in arm.layers:
-                layer.weight.normal_(0, 0.3)
+        arm, decoder = random_networks(template, rng)
         latents = np.clip(np.round(rng.laplace(0, spread, size=(n, m))), -64, 64).astype(np.int64)
-        slices.append(RuoSlice(latents, quantize_arm(arm, 8), 8, quantize_decoder(template.new_decoder(), 10), 10))
+        slices.append(RuoSlice(latents, arm, 8, decoder, 10))
     return RuoSamples(shape, scales, context, width, depth, version, slices)
 
 
@@ -52,11 +75,12 @@ def test_latents_and_networks_round_trip_bit_exact(tmp_path):
     for a, b in zip(samples.slices, back.slices):
         assert np.array_equal(a.latents, b.latents)
         assert all(np.array_equal(x, y) for pa, pb in zip(a.arm, b.arm) for x, y in zip(pa, pb))
+        assert list(a.decoder) == list(b.decoder)
         assert all(np.array_equal(a.decoder[k], b.decoder[k]) for k in a.decoder)
         assert (a.arm_step, a.decoder_step) == (b.arm_step, b.decoder_step)
     with ddformat.open(path) as f:
         f.verify()
-        assert np.array_equal(f.samples(), synthesize(samples).numpy())
+        assert np.array_equal(f.samples(), synthesize(samples))
 
 
 def test_bit_account_splits_latents_entropy_networks_and_decoders_per_class(tmp_path):
@@ -71,28 +95,51 @@ def test_bit_account_splits_latents_entropy_networks_and_decoders_per_class(tmp_
         assert sum(f.bits["per_class"]) == 8 * path.stat().st_size
 
 
-def test_numpy_reference_agrees_with_torch_on_every_index():
+def test_float64_batched_arm_equals_the_int64_reference_on_every_index():
+    """Weights up to the ±2^15 limit, steps 2^0 … 2^-15, two networks per batched call."""
     rng = np.random.default_rng(3)
-    for depth, width, step in ((0, 4, 6), (2, 16, 8), (3, 32, 12)):
-        arm = ArmMLP(24, width, depth)
-        with torch.no_grad():
-            for layer in arm.layers:
-                layer.weight.normal_(0, 0.5)
-                layer.bias.normal_(0, 2)
-        layers = quantize_arm(arm, step)
-        context = rng.integers(-64, 65, size=(5000, 24))
-        mu_np, sigma_np = integer_arm_numpy(context, layers, step)
-        torch_layers = [(torch.from_numpy(w.astype(np.float64)), torch.from_numpy(b.astype(np.float64)))
-                        for w, b in layers]
-        mu_t, sigma_t = integer_arm(torch.from_numpy(context), torch_layers, step)
-        assert np.array_equal(mu_np, mu_t.numpy()) and np.array_equal(sigma_np, sigma_t.numpy())
-        assert sigma_np.min() >= SIGMA_INDEX_MIN and sigma_np.max() <= SIGMA_INDEX_MAX
-        assert len(np.unique(sigma_np)) > 1 or depth == 0
+    for depth, width, steps in ((0, 4, (6, 0)), (2, 16, (8, 3)), (3, 32, (12, 15))):
+        template = RuoSamples((1, 4, 4), 1, 24, width, depth, "v4-40", [])
+        nets = [[(np.clip(np.round(rng.normal(0, 2.0**k / i**0.5, (o, i))), -2**15, 2**15).astype(np.int64),
+                  np.clip(np.round(rng.normal(0, 2.0**k, o)), -2**15, 2**15).astype(np.int64))
+                 for o, i in template.arm_shapes()] for k in steps]
+        context = np.clip(np.round(rng.laplace(0, 4, size=(len(steps), 5000, 24))), -64, 64).astype(np.int64)
+        batched = [(np.stack([net[j][0] for net in nets]), np.stack([net[j][1] for net in nets]))
+                   for j in range(depth + 1)]
+        mu_b, sigma_b = integer_arm(context, batched, list(steps))
+        for i, (net, step) in enumerate(zip(nets, steps)):
+            mu_ref, sigma_ref = integer_arm_numpy(context[i], net, step)
+            mu, sigma = integer_arm(context[i], net, step)
+            assert np.array_equal(mu, mu_ref) and np.array_equal(sigma, sigma_ref)
+            assert np.array_equal(mu_b[i], mu_ref) and np.array_equal(sigma_b[i], sigma_ref)
+            assert sigma_ref.min() >= SIGMA_INDEX_MIN and sigma_ref.max() <= SIGMA_INDEX_MAX
+            assert len(np.unique(mu_ref)) > 10 and (depth == 0 or len(np.unique(sigma_ref)) > 1)
 
 
-def test_wavefront_schedule_decodes_every_latent_once_after_its_neighbours():
-    for h, w, scales, context in ((28, 28, 5, 8), (32, 32, 6, 16), (7, 13, 3, 24)):
+def _spec_order(h: int, w: int, scales: int, context: int) -> list[tuple[list[int], list[list[int]]]]:
+    """Spec § 3.6's coding order, written out position by position."""
+    pattern = context_pattern(context)
+    a = wavefront_slope(context)
+    shapes = scale_shapes(h, w, scales)
+    offsets = np.cumsum([0] + [sh * sw for sh, sw in shapes])
+    out = []
+    for level in reversed(range(scales)):
+        sh, sw = shapes[level]
+        for t in range((a + 1) * sh + sw):
+            cells = [(y, x) for y in range(sh) for x in range(sw) if x + a * y == t]
+            if cells:
+                out.append(([offsets[level] + y * sw + x for y, x in cells],
+                            [[offsets[level] + (y + dy) * sw + x + dx if 0 <= y + dy < sh and 0 <= x + dx < sw
+                              else -1 for dy, dx in pattern] for y, x in cells]))
+    return out
+
+
+def test_wavefront_schedule_is_the_spec_order_and_decodes_each_latent_after_its_neighbours():
+    for h, w, scales, context in ((28, 28, 5, 8), (7, 13, 3, 24), (9, 1, 2, 3), (1, 9, 3, 64)):
         m, steps = schedule(h, w, scales, context)
+        assert m == latents_per_sample(h, w, scales)
+        expected = _spec_order(h, w, scales, context)
+        assert [(st.positions.tolist(), st.neighbours.tolist()) for st in steps] == expected
         done: set[int] = set()
         for st in steps:
             assert all(n in done for n in st.neighbours.reshape(-1) if n >= 0)
@@ -117,23 +164,183 @@ def test_any_corrupted_byte_of_a_ruo_section_is_caught_before_decoding(tmp_path)
                     f.samples()
 
 
-def test_inconsistent_ruo_params_raise_format_errors(tmp_path):
-    from tests.support import reseal
+def _refusal(path: Path, limits: Limits = Limits()) -> FormatError:
+    with pytest.raises(FormatError) as info:
+        with ddformat.open(path, limits=limits) as f:
+            f.samples()
+    return info.value
 
+
+def test_inconsistent_ruo_params_raise_format_errors(tmp_path):
     samples = random_samples([2, 2], shape=(1, 6, 6), scales=3)
     base = ddformat.save(tmp_path / "r.dd", samples, np.array([0, 0, 1, 1])).read_bytes()
     edits = {
         "slices": lambda h: h["sections"][0]["params"].update(slices=[3, 1]),
         "frames": lambda h: h["sections"][0]["params"].update(frames=[4, 4]),
         "version": lambda h: h["sections"][0]["params"].update(decoder_version="v9"),
+        "width": lambda h: h["sections"][0]["params"].update(arm_width=129),
         "step": lambda h: h["sections"][1]["params"]["networks"][0].update(step=99),
         "scale": lambda h: h["sections"][2]["params"]["networks"][1].update(scale=1e9),
     }
     for name, edit in edits.items():
         (tmp_path / "e.dd").write_bytes(reseal(base, edit, rebits=True))
-        with pytest.raises(FormatError):
-            with ddformat.open(tmp_path / "e.dd") as f:
-                f.samples()
+        _refusal(tmp_path / "e.dd")
+
+
+CRAFTED = """
+import sys, time
+import ddformat
+from ddformat.limits import Limits
+limits = Limits(max_expansion={expansion})
+start = time.perf_counter()
+try:
+    with ddformat.open({path!r}, limits=limits) as f:
+        f.samples()
+    print("decoded")
+except ddformat.FormatError as exc:
+    print(f"{{time.perf_counter() - start:.3f}} {{type(exc).__name__}}: {{exc}}")
+"""
+
+
+@pytest.mark.parametrize("expansion", [Limits().max_expansion, 2**40], ids=["default-limits", "expansion-raised"])
+def test_a_2kb_file_claiming_2048x2048_samples_is_refused_within_a_second(tmp_path, expansion):
+    """The reader's expansion limit refuses it at open; with that limit raised, the codec itself
+    refuses latents its stream cannot hold, before building the schedule."""
+
+    def huge(h):
+        h["dataset"]["sample_shape"] = [3, 2048, 2048]
+        h["dataset"]["normalization"] = None
+
+    path = tmp_path / "huge.dd"
+    path.write_bytes(reseal(VECTOR.read_bytes(), huge, rebits=True))
+    assert path.stat().st_size < 2200
+    done = subprocess.run([sys.executable, "-c", CRAFTED.format(path=str(path), expansion=expansion)],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    seconds, message = done.stdout.strip().split(" ", 1)
+    assert float(seconds) < 1.0, message
+    assert message.startswith("LimitError" if expansion == Limits().max_expansion else "DecodeError"), message
+    if expansion != Limits().max_expansion:
+        assert "params.frames[0]" in message and f"{LATENTS_PER_WORD}" in message
+
+
+def test_channel_counts_the_decoder_stream_cannot_hold_are_refused_before_decoding(tmp_path):
+    """4,095 channels once reached constriction's allocator (which aborts the process); now the
+    channel limit refuses it, and any count within the limit must still fit the decoder stream."""
+    raised = Limits(max_expansion=2**40)
+    base = VECTOR.read_bytes()
+    for channels, field in ((4095, "dataset.sample_shape"), (MAX_CHANNELS, "params.frames[0]")):
+        def wide(h):
+            h["dataset"]["sample_shape"] = [channels, 6, 6]
+            h["dataset"]["normalization"] = None
+
+        (tmp_path / "wide.dd").write_bytes(reseal(base, wide, rebits=True))
+        error = _refusal(tmp_path / "wide.dd", raised)
+        assert isinstance(error, ddformat.errors.DecodeError) and error.field == field, error
+
+
+def test_slices_of_very_unequal_sizes_decode_in_memory_proportional_to_their_latents(tmp_path):
+    """One slice of 4,000 samples and 200 of one sample: padding every slice to the largest
+    would hold 201 × 4,000 samples' latents (and their contexts) at once."""
+    big, small = 4000, 200
+    samples = random_samples([big] + [1] * small, shape=(1, 4, 4), scales=2, context=4, width=4, depth=1, seed=5)
+    labels = np.zeros(big + small, dtype=np.int64)
+    path = ddformat.save(tmp_path / "unequal.dd", samples, labels)
+    latent_bytes = 8 * samples.num_samples * latents_per_sample(4, 4, 2)
+    with ddformat.open(path) as f:
+        c = f.container
+        tracemalloc.start()
+        try:
+            back = RUO.read(c.section("samples"), f.layout, c.section)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert all(np.array_equal(a.latents, b.latents) for a, b in zip(samples.slices, back.slices))
+    assert peak < 12 * latent_bytes + 2**21, f"peak {peak} bytes for {latent_bytes} bytes of latents"
+
+
+def test_the_encoder_refuses_what_the_decoder_would_refuse(tmp_path):
+    layout_labels = np.array([0, 0])
+    good = random_samples([2], shape=(1, 6, 6), scales=3)
+    s = good.slices[0]
+    reordered = RuoSlice(s.latents, s.arm, s.arm_step, dict(reversed(list(s.decoder.items()))), s.decoder_step)
+    cases = {
+        "decoder tensors must be": RuoSamples(good.sample_shape, 3, 8, 8, 2, "v4-40", [reordered]),
+        "arm_width must be within": RuoSamples(good.sample_shape, 3, 8, 200, 2, "v4-40", [s]),
+        "within ±32768": RuoSamples(good.sample_shape, 3, 8, 8, 2, "v4-40",
+                                    [RuoSlice(s.latents, [(w * 2**12, b) for w, b in s.arm], 8, s.decoder, 10)]),
+        "step exponent": RuoSamples(good.sample_shape, 3, 8, 8, 2, "v4-40",
+                                    [RuoSlice(s.latents, s.arm, 31, s.decoder, 10)]),
+    }
+    for message, samples in cases.items():
+        with pytest.raises(ValueError, match=message):
+            ddformat.save(tmp_path / "never.dd", samples, layout_labels)
+        assert not (tmp_path / "never.dd").exists()
+
+
+def test_numpy_and_torch_synthesis_agree_within_the_vector_tolerance():
+    tolerance = json.loads(VECTOR.with_suffix(".json").read_text())["tolerance"]
+    for version, shape, scales in (("v4-160", (3, 20, 18), 4), ("v5-240", (2, 9, 16), 5)):
+        samples = random_samples([3, 2], shape=shape, scales=scales, version=version, seed=1)
+        numpy_values = synthesize(samples)
+        blocked = synthesize_tensor(samples, "cpu").numpy()
+        s = samples.slices[0]
+        h, w = shape[1:]
+        params = {k: torch.from_numpy(v) for k, v in s.decoder_tensors().items()}
+        latents = split_scales(torch.from_numpy(s.latents).float(), h, w, scales)
+        unblocked = synthesize_torch(params, latents, (h, w)).numpy()
+        assert np.abs(numpy_values).max() > 1  # the comparison below is not between near-zeros
+        np.testing.assert_allclose(numpy_values, blocked, rtol=0, atol=tolerance)
+        np.testing.assert_allclose(blocked[:len(s.latents)], unblocked, rtol=0, atol=tolerance)
+
+
+def test_decoder_shapes_follow_the_spec_table():
+    shapes = decoder_shapes(6, 3, "v5-240")
+    assert list(shapes) == ["upsampler.kernel",
+                            "synthesis.pointwise.0.weight", "synthesis.pointwise.0.bias",
+                            "synthesis.pointwise.1.weight", "synthesis.pointwise.1.bias",
+                            "synthesis.pointwise.2.weight", "synthesis.pointwise.2.bias",
+                            "synthesis.residual.0.weight", "synthesis.residual.0.bias",
+                            "synthesis.residual.1.weight", "synthesis.residual.1.bias"]
+    assert [shapes[f"synthesis.pointwise.{j}.weight"] for j in range(3)] == [(240, 6, 1, 1), (40, 240, 1, 1),
+                                                                           (3, 40, 1, 1)]
+    assert shapes["synthesis.residual.1.weight"] == (3, 3, 3, 3)
+
+
+BLOCK_TORCH = """
+import sys
+
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            raise ImportError("torch is blocked for this test")
+
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
+def test_a_ruo_file_decodes_to_its_recorded_values_where_torch_cannot_be_imported():
+    code = BLOCK_TORCH + f"""
+import hashlib
+import json
+import numpy as np
+import ddformat
+from ddformat.codecs.ruo import RUO
+
+expected = json.load(open({str(VECTOR.with_suffix('.json'))!r}))
+with ddformat.open({str(VECTOR)!r}) as f:
+    x = f.samples()
+    slices = RUO.read(f.container.section("samples"), f.layout, f.container.section).slices
+latents = np.concatenate([s.latents for s in slices]).astype("<i8")
+assert hashlib.sha256(latents.tobytes()).hexdigest() == expected["sha256"]["latents"]
+assert x.dtype == np.float32 and x.shape == (3, 1, 6, 6)
+error = np.abs(x - np.array(expected["samples_values"])).max()
+assert error <= expected["tolerance"], error
+assert "torch" not in sys.modules
+print("ok", error)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("ok"), done.stderr
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
@@ -141,31 +348,6 @@ def test_gpu_decoding_matches_cpu(tmp_path):
     samples = random_samples([3, 3], shape=(3, 16, 16))
     path = ddformat.save(tmp_path / "r.dd", samples, np.array([0, 0, 0, 1, 1, 1]))
     with ddformat.open(path) as f:
-        cpu, gpu = f.samples("cpu"), f.samples("cuda")
+        cpu, gpu = f.samples(), samples_tensor(f, "cuda")
     assert gpu.is_cuda
-    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-5)
-
-
-def test_non_finite_network_weights_are_refused_not_written_as_zeros():
-    template = random_samples([1])
-    decoder = template.new_decoder()
-    with torch.no_grad():
-        decoder.synthesis.residual[0].weight[0, 0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="finite"):
-        quantize_decoder(decoder, 10)
-    arm = ArmMLP(8, 8, 1)
-    with torch.no_grad():
-        arm.layers[0].bias[0] = float("inf")
-    with pytest.raises(ValueError, match="finite"):
-        quantize_arm(arm, 8)
-
-
-def test_blocked_inference_synthesis_matches_the_training_path():
-    torch.manual_seed(0)
-    for version in ("v4-160", "v5-240"):
-        decoder = Decoder(4, 3, version)
-        latents = [torch.randn(3, h, w) for h, w in scale_shapes(20, 20, 4)]
-        reference = decoder(latents, (20, 20))
-        with torch.no_grad():
-            blocked = decoder(latents, (20, 20), rows=37)
-        torch.testing.assert_close(blocked, reference.detach(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gpu.cpu().numpy(), cpu, rtol=0, atol=1e-4)

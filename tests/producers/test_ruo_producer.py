@@ -12,12 +12,13 @@ import torch
 
 import ddformat
 from ddformat import cli
-from ddformat.codecs.ruo import estimated_bits, synthesize
-from ddformat.codecs.ruo.arm import quantize_arm
+from ddformat.codecs.ruo import RuoSamples, RuoSlice, decoder_shapes, estimated_bits, scale_shapes, split_scales, synthesize
+from ddformat.torch import samples_tensor
 from producers.ruo import RealData, RuoConfig, distill, distill_to_budget, laplace_bits, save_result, train_experts
 from producers.ruo.__main__ import main as producer_main
 from producers.ruo.distill import build_model, build_utility, initialize
-from producers.ruo.quantize import post_quantize
+from producers.ruo.model import ArmMLP, Decoder
+from producers.ruo.quantize import post_quantize, quantize_arm, quantize_decoder
 
 TINY = dict(spc=2, scales=4, init_iterations=15, iterations=4, batch_real=16, gm_outer_loop=2, gm_inner_loop=2,
             tm_syn_steps=2, tm_expert_epochs=1, tm_max_start_epoch=1, tm_batch_syn=4)
@@ -53,7 +54,8 @@ def test_a_tiny_run_writes_a_file_that_verifies(run, capsys):
 def test_the_file_decodes_to_the_samples_the_producer_reports(run):
     _, result, path = run
     with ddformat.open(path) as f:
-        torch.testing.assert_close(torch.from_numpy(f.samples()), result.images, rtol=0, atol=1e-6)
+        assert torch.equal(samples_tensor(f, result.images.device), result.images)
+        np.testing.assert_allclose(f.samples(), result.images.cpu().numpy(), rtol=0, atol=1e-5)
         assert np.array_equal(f.labels(), result.labels)
     assert result.labels.tolist() == [0, 0, 1, 1, 2, 2]
 
@@ -72,7 +74,7 @@ def test_post_quantised_decoders_stay_within_the_mse_threshold(real):
     model = build_model(config, real)
     initialize(model, real, config, progress=False)
     samples = post_quantize(model, config.mse_threshold, progress=False)
-    decoded = synthesize(samples).split(model.slice_sizes)
+    decoded = torch.from_numpy(synthesize(samples)).split(model.slice_sizes)
     for s, piece in enumerate(decoded):
         latents = torch.from_numpy(samples.slices[s].latents).float()
         assert np.array_equal(samples.slices[s].latents, model.integer_latents(s))
@@ -100,6 +102,41 @@ def test_the_training_rate_is_the_codecs_code_length(real):
     for s, piece in enumerate(samples.slices):
         piece.arm, piece.arm_step = quantize_arm(model.arms[s], 10), 10
     assert float(bits.sum()) == pytest.approx(estimated_bits(samples)["samples"], rel=0.05)
+
+
+def test_the_trained_decoder_computes_what_the_codec_decodes():
+    """Same tensor names and shapes as the file stores, and with its weights on the quantisation
+    grid, the training forward pass (with gradients) gives the codec's numpy samples."""
+    torch.manual_seed(0)
+    shape, scales = (3, 11, 9), 4
+    for version in ("v4-160", "v5-240"):
+        decoder = Decoder(scales, shape[0], version)
+        assert {k: tuple(v.shape) for k, v in decoder.state_dict().items()} == decoder_shapes(scales, 3, version)
+        assert list(decoder.state_dict()) == list(decoder_shapes(scales, 3, version))
+        integers = quantize_decoder(decoder, 12)
+        with torch.no_grad():
+            for name, p in decoder.named_parameters():
+                p.copy_(torch.from_numpy(integers[name] / 2**12))
+        arm = quantize_arm(ArmMLP(8, 8, 1), 8)
+        m = sum(h * w for h, w in scale_shapes(11, 9, scales))
+        latents = np.random.default_rng(0).integers(-20, 21, size=(4, m))
+        samples = RuoSamples(shape, scales, 8, 8, 1, version, [RuoSlice(latents, arm, 8, integers, 12)])
+        trained = decoder(split_scales(torch.from_numpy(latents).float(), 11, 9, scales), (11, 9))
+        assert trained.requires_grad
+        np.testing.assert_allclose(trained.detach().numpy(), synthesize(samples), rtol=0, atol=1e-4)
+
+
+def test_quantisation_refuses_non_finite_weights_rather_than_writing_zeros():
+    decoder = Decoder(3, 1, "v4-40")
+    with torch.no_grad():
+        decoder.synthesis.residual[0].weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="finite"):
+        quantize_decoder(decoder, 10)
+    arm = ArmMLP(8, 8, 1)
+    with torch.no_grad():
+        arm.layers[0].bias[0] = float("inf")
+    with pytest.raises(ValueError, match="finite"):
+        quantize_arm(arm, 8)
 
 
 def test_laplace_bits_are_the_exact_interval_mass_even_in_far_tails():
@@ -142,15 +179,38 @@ def test_each_utility_loss_gives_finite_gradients_to_latents_and_networks(real, 
         assert p.grad is not None and torch.isfinite(p.grad).all()
 
 
-def test_budget_search_lands_under_the_target(real, run):
+SEARCHABLE = dict(init_iterations=30, init_lr=0.1, beta=100.0, iterations=0, mse_threshold=1.0)
+"""Phase 1 long enough for β to move the rate past a 64-byte alignment step; no Phase 2, and
+the coarsest decoder step (bits that do not depend on β): under a second per trial."""
+
+
+def test_budget_search_brackets_the_target_then_bisects_and_lands_under_it(real, tmp_path):
+    config = RuoConfig(**{**TINY, **SEARCHABLE})
+    probe = distill_to_budget(real, config, 1e9, search_steps=2, search="beta", progress=False)
+    assert probe.history["search_scale"] == [1.0, 4.0]  # under the target: ×4 until bracketed
+    low, high = probe.history["search_bpc"]
+    assert low < high, "β × 4 must cost more than β × 1 for this test to bisect"
+    assert probe.config.beta == 4 * config.beta  # the costliest trial under the target
+    target = (low + high) / 2
+    result = distill_to_budget(real, config, target, search_steps=3, search="beta", progress=False)
+    trials = list(zip(result.history["search_scale"], result.history["search_bpc"]))
+    assert [s for s, _ in trials] == [1.0, 4.0, 2.0] and trials[:2] == [(1.0, low), (4.0, high)]
+    chosen, chosen_bpc = max((t for t in trials if t[1] <= target), key=lambda t: t[1])
+    assert result.config.beta == chosen * config.beta and result.target_bpc == target
+    with ddformat.open(save_result(tmp_path / "budget.dd", result, real)) as f:
+        assert f.bpc == chosen_bpc <= target
+        assert f.provenance["parameters"]["target_bpc"] == target
+        assert f.provenance["parameters"]["beta"] == result.config.beta
+
+
+def test_lambda_search_shares_phase_one_and_scales_only_lambda(real, run):
     config, _, path = run
     with ddformat.open(path) as f:
-        target = f.bpc + 64  # the first trial (λ × 1) is this run, plus a recorded target in the header
-    result = distill_to_budget(real, config, target, search_steps=2, progress=False)
-    assert result.target_bpc == target
-    with ddformat.open(save_result(path.with_name("budget.dd"), result, real)) as f:
-        assert f.bpc <= target
-        assert f.provenance["parameters"]["target_bpc"] == target
+        run_bpc = f.bpc
+    result = distill_to_budget(real, config, 1e9, search_steps=2, progress=False)
+    assert result.history["search_scale"] == [1.0, 4.0]
+    assert result.history["search_bpc"][0] == run_bpc  # λ × 1 after the shared Phase 1 is the plain run
+    assert result.config == config and result.lambda_scale in (1.0, 4.0)
 
 
 def test_budget_search_refuses_a_target_below_the_networks_cost(real):
@@ -170,20 +230,12 @@ def test_command_line_writes_a_file(tmp_path, capsys):
         assert f.provenance["parameters"]["lambdas"] == [5.0, 1.0]
 
 
-def test_beta_search_scales_beta_and_the_file_records_the_chosen_one(real, run):
-    config, _, path = run
-    result = distill_to_budget(real, config, 1e9, search_steps=2, search="beta", progress=False)
-    assert result.config.beta in (config.beta, 4 * config.beta)  # trials at β × 1, then × 4
-    with ddformat.open(save_result(path.with_name("beta.dd"), result, real)) as f:
-        assert f.provenance["parameters"]["beta"] == result.config.beta
-
-
 def test_a_slice_larger_than_spc_spans_classes_and_shares_its_networks(real, tmp_path):
     config = RuoConfig(**{**TINY, "slice_size": 6})
     result = distill(real, config, progress=False)
     assert len(result.samples.slices) == 1 and result.labels.tolist() == [0, 0, 1, 1, 2, 2]
     with ddformat.open(save_result(tmp_path / "shared.dd", result, real)) as f:
-        torch.testing.assert_close(torch.from_numpy(f.samples()), result.images, rtol=0, atol=1e-6)
+        assert torch.equal(samples_tensor(f, result.images.device), result.images)
         assert np.array_equal(f.labels(), result.labels)
         per_class = f.bits["per_class"]
         assert max(per_class) - min(per_class) <= 1  # shared networks split evenly (spec § 5)

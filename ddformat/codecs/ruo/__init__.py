@@ -10,9 +10,20 @@ synthesis); by default one slice per class. The file holds three sections:
   slice, the network's integer weights (step 2^-k) as one ANS stream under a zero-mean discrete
   Laplace whose scale and range are stored in the params.
 
-Decoding runs the slices in lockstep, one group of slices per core: per wavefront step, one
-batched ARM call over a group's slices, samples and positions and one batched ``constriction``
-decode per slice; then it synthesises every slice on the device.
+Decoding needs numpy and constriction only. It runs slices of equal size in lockstep, one group
+per core: per wavefront step, one batched integer-ARM call over a group's slices, samples and
+positions and one batched ``constriction`` decode per slice; then it synthesises every slice
+(:func:`synthesize`, numpy; :func:`synthesize_tensor` on a torch device). Every number that
+sizes this work is checked first (:data:`CONFIG_LIMITS`, :data:`MAX_CHANNELS`, at most
+:data:`LATENTS_PER_WORD` latents and :data:`WEIGHTS_PER_WORD` network weights per 32-bit word
+of their stream, and the reader's decoded-size limit).
+
+Public API (``__all__``), for producers: the codec and its data classes, the geometry of the
+latents (:func:`scale_shapes`, :func:`schedule`, :func:`split_scales`), the fixed-point tables
+(:data:`LATENT_RANGE`, :data:`SIGMAS`, :data:`WEIGHT_LIMIT`), the decoder's tensors
+(:data:`DECODER_VERSIONS`, :func:`decoder_shapes`) and the one synthesis function in torch that
+producers train through (:func:`synthesize_torch`), the rate estimate :func:`estimated_bits`.
+The submodules are the implementation.
 """
 
 from __future__ import annotations
@@ -20,42 +31,61 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterator, NamedTuple, Sequence
 
 import constriction
 import numpy as np
-import torch
 
-from ...errors import DecodeError
+from ...errors import DecodeError, LimitError
 from ..base import AuxReader, EncodedSection, Layout, Section, param
 from ..frames import check_decoded_size, int_param, int_list_param, section_bytes
-from .arm import (
-    LATENT_RANGE,
-    WEIGHT_LIMIT,
-    integer_arm,
-    integer_arm_numpy,
-    laplace_parameters,
-)
-from .grid import schedule, split_scales
-from .synthesis import DECODER_VERSIONS, Decoder
+from .arm import LATENT_RANGE, MAX_INPUTS, SIGMAS, WEIGHT_LIMIT, integer_arm, integer_arm_numpy, laplace_parameters
+from .grid import latents_per_sample, scale_shapes, schedule, split_scales
+from .synthesis import CPU_ROWS, DECODER_VERSIONS, decoder_shapes, synthesize_numpy, synthesize_torch
 
-__all__ = ["RUO", "RuoSamples", "RuoSlice", "estimated_bits", "quantize_decoder", "synthesize"]
+__all__ = [
+    "CONFIG_LIMITS", "DECODER_VERSIONS", "LATENTS_PER_WORD", "LATENT_RANGE", "MAX_CHANNELS", "MAX_STEP", "RUO",
+    "RuoSamples", "RuoSlice", "SIGMAS", "WEIGHTS_PER_WORD", "WEIGHT_LIMIT", "decoder_shapes", "estimated_bits",
+    "scale_shapes", "schedule", "split_scales", "synthesize", "synthesize_tensor", "synthesize_torch",
+]
 
 _LATENTS = constriction.stream.model.QuantizedLaplace(-LATENT_RANGE, LATENT_RANGE)
+
+CONFIG_LIMITS = {"scales": (1, 16), "context": (1, 64), "arm_width": (1, MAX_INPUTS), "arm_depth": (0, 8)}
+"""Allowed range of each shared parameter: they size the schedule, the ARM (whose exact
+float64 evaluation needs at most 128 inputs per layer) and the decoder."""
+MAX_CHANNELS = 64
+"""Image channels C: the residual convolutions hold 2·9·C² weights."""
+MAX_STEP = 30
+"""Largest quantisation step exponent k of a network (step 2^-k)."""
+LATENTS_PER_WORD = 2**17
+"""A slice of n samples may claim at most this many latents (n·M) per 32-bit word of its stream,
+plus one word's worth. No latent costs less than −log₂(1 − e^−8) ≈ 4.8·10⁻⁴ bits (σ ≥ 1/16 with
+μ on the integer), i.e. ≤ 66,000 latents per word; more would decode from nothing."""
+WEIGHTS_PER_WORD = 2**7
+"""The same bound for a network stream: a weight costs at least ~0.66 bits (scale ≥ ½), ≤ 49 a word."""
+_SYNTHESIS_PIXELS = 2**18
+"""Pixels synthesised per chunk: bounds the D₁-wide activations."""
 
 
 @dataclass
 class RuoSlice:
     """One slice: integer latents (n, M) (scales concatenated, finest first, each raster order),
-    integer ARM layers at step 2^-``arm_step``, integer decoder tensors at 2^-``decoder_step``."""
+    integer ARM layers at step 2^-``arm_step``, integer decoder tensors at 2^-``decoder_step``
+    (names and order of :func:`decoder_shapes`)."""
 
     latents: np.ndarray
     arm: list[tuple[np.ndarray, np.ndarray]]
     arm_step: int
     decoder: dict[str, np.ndarray]
     decoder_step: int
+
+    def decoder_tensors(self) -> dict[str, np.ndarray]:
+        """The decoder's float32 values (integer · 2^-step)."""
+        return {k: (v.astype(np.float64) / 2**self.decoder_step).astype(np.float32) for k, v in self.decoder.items()}
 
 
 @dataclass
@@ -77,50 +107,43 @@ class RuoSamples:
         return list(zip(sizes[1:], sizes[:-1]))
 
     def decoder_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {k: tuple(v.shape) for k, v in self.new_decoder().state_dict().items()}
-
-    def new_decoder(self) -> Decoder:
-        return Decoder(self.scales, self.sample_shape[0], self.decoder_version)
+        return decoder_shapes(self.scales, self.sample_shape[0], self.decoder_version)
 
 
-def quantize_decoder(decoder: Decoder, step_exp: int) -> dict[str, np.ndarray]:
-    """Integer tensors of ``decoder``'s parameters at step 2^-``step_exp``."""
-    out = {}
-    for name, value in decoder.state_dict().items():
-        if not torch.isfinite(value).all():
-            raise ValueError(f"decoder parameter {name} is not all finite")
-        q = torch.round(value.detach().double() * 2**step_exp).long().numpy()
-        if np.abs(q).max(initial=0) > WEIGHT_LIMIT:
-            raise ValueError(f"decoder parameter {name} exceeds ±2^15 at step 2^-{step_exp}")
-        out[name] = q
+def _chunks(samples: RuoSamples) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(first output row, slice index, integer latents) in chunks of about ``_SYNTHESIS_PIXELS``."""
+    _, h, w = samples.sample_shape
+    chunk, start = max(1, _SYNTHESIS_PIXELS // (h * w)), 0
+    for index, s in enumerate(samples.slices):
+        for i in range(0, len(s.latents), chunk):
+            yield start + i, index, s.latents[i:i + chunk]
+        start += len(s.latents)
+
+
+def synthesize(samples: RuoSamples) -> np.ndarray:
+    """(N, C, H, W) float32 samples from integer latents and quantised decoders, with numpy."""
+    _, h, w = samples.sample_shape
+    out = np.empty((samples.num_samples, *samples.sample_shape), np.float32)
+    tensors = [s.decoder_tensors() for s in samples.slices]
+    for start, index, z in _chunks(samples):
+        out[start:start + len(z)] = synthesize_numpy(tensors[index], z, (h, w), samples.scales)
     return out
 
 
-def _float_decoder(samples: RuoSamples, s: RuoSlice, device: torch.device) -> Decoder:
-    decoder = samples.new_decoder()
-    decoder.load_state_dict({k: torch.from_numpy(v.astype(np.float64) / 2**s.decoder_step).float()
-                             for k, v in s.decoder.items()})
-    return decoder.to(device).eval()
+def synthesize_tensor(samples: RuoSamples, device: Any = "cpu") -> Any:
+    """The same samples as a torch tensor synthesised on ``device``, equal to :func:`synthesize`
+    within the float tolerance of spec § 7 (imports torch)."""
+    import torch
 
-
-@torch.no_grad()
-def synthesize(samples: RuoSamples, device: str | torch.device = "cpu", chunk_pixels: int = 2**18) -> torch.Tensor:
-    """(N, C, H, W) float32 samples from integer latents and quantised decoders, synthesised in
-    chunks of about ``chunk_pixels`` pixels (bounding the D₁-wide activations on a GPU); on a
-    CPU the 1×1 layers take 2,048 pixels at a time, which keeps them in cache."""
     device = torch.device(device)
     _, h, w = samples.sample_shape
     out = torch.empty((samples.num_samples, *samples.sample_shape), device=device)
-    chunk = max(1, chunk_pixels // (h * w))
-    rows = 2048 if device.type == "cpu" else None
-    start = 0
-    for s in samples.slices:
-        decoder = _float_decoder(samples, s, device)
-        z = torch.from_numpy(s.latents).to(device, torch.float32)
-        for i in range(0, len(z), chunk):
-            part = z[i:i + chunk]
-            out[start + i:start + i + len(part)] = decoder(split_scales(part, h, w, samples.scales), (h, w), rows)
-        start += len(z)
+    rows = CPU_ROWS if device.type == "cpu" else None
+    tensors = [{k: torch.from_numpy(v).to(device) for k, v in s.decoder_tensors().items()} for s in samples.slices]
+    with torch.no_grad():
+        for start, index, z in _chunks(samples):
+            latents = split_scales(torch.from_numpy(z).to(device, torch.float32), h, w, samples.scales)
+            out[start:start + len(z)] = synthesize_torch(tensors[index], latents, (h, w), rows)
     return out
 
 
@@ -229,6 +252,29 @@ class _SliceStream(NamedTuple):
     step_exp: int
 
 
+def _lockstep_groups(streams: list[_SliceStream], workers: int) -> list[list[_SliceStream]]:
+    """Slices of equal size, split into at most ``workers`` groups per size: a group's arrays
+    hold exactly its latents (no padding to the largest slice), and groups run on all cores."""
+    by_size: dict[int, list[_SliceStream]] = defaultdict(list)
+    for st in streams:
+        by_size[st.size].append(st)
+    return [part[g::min(workers, len(part))] for part in by_size.values() for g in range(min(workers, len(part)))]
+
+
+def _check_ranges(values: dict[str, int], channels: int) -> None:
+    """Encoder side of :data:`CONFIG_LIMITS` and :data:`MAX_CHANNELS`."""
+    for name, (lo, hi) in CONFIG_LIMITS.items():
+        if not lo <= values[name] <= hi:
+            raise ValueError(f"{name} must be within [{lo}, {hi}], got {values[name]}")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise ValueError(f"ruo samples need 1 to {MAX_CHANNELS} channels, got {channels}")
+
+
+def _check_integers(what: str, value: np.ndarray, limit: int) -> None:
+    if not np.issubdtype(value.dtype, np.integer) or np.abs(value).max(initial=0) > limit:
+        raise ValueError(f"{what} must be integers within ±{limit}")
+
+
 class RuoCodec:
     name = "ruo"
     aux_kinds = ("ruo.arm", "ruo.decoder")
@@ -249,29 +295,36 @@ class RuoCodec:
         if options:
             raise ValueError(f"the ruo codec takes no options, got {sorted(options)}")
         c, h, w = samples.sample_shape
-        m, _ = schedule(h, w, samples.scales, samples.context)
-        if samples.decoder_version not in DECODER_VERSIONS:
-            raise ValueError(f"unknown decoder version {samples.decoder_version!r}")
+        common = {"scales": samples.scales, "context": samples.context, "arm_width": samples.arm_width,
+                  "arm_depth": samples.arm_depth, "decoder_version": samples.decoder_version}
+        _check_ranges(common, c)
+        shapes = samples.decoder_shapes()
+        m = latents_per_sample(h, w, samples.scales)
         streams: dict[str, list[bytes]] = {"samples": [], "arm": [], "decoder": []}
         net_params: dict[str, list[dict[str, Any]]] = {"arm": [], "decoder": []}
-        for s in samples.slices:
-            if s.latents.ndim != 2 or s.latents.shape[1] != m or np.abs(s.latents).max(initial=0) > LATENT_RANGE:
-                raise ValueError(f"slice latents must be (n, {m}) integers within ±{LATENT_RANGE}")
+        for i, s in enumerate(samples.slices):
+            if s.latents.ndim != 2 or s.latents.shape[1] != m:
+                raise ValueError(f"slice {i}: latents must be (n, {m})")
+            _check_integers(f"slice {i} latents", s.latents, LATENT_RANGE)
             if [tuple(w_.shape) for w_, _ in s.arm] != samples.arm_shapes():
-                raise ValueError("ARM layer shapes do not match context, width and depth")
+                raise ValueError(f"slice {i}: ARM layer shapes do not match context, width and depth")
+            if list(s.decoder) != list(shapes) or any(s.decoder[k].shape != v for k, v in shapes.items()):
+                raise ValueError(f"slice {i}: decoder tensors must be {shapes}")
             symbols, mean, scale = _latent_parameters(samples, s)
             streams["samples"].append(_ans_words(symbols, _LATENTS, mean, scale))
             for which in ("arm", "decoder"):
+                step = s.arm_step if which == "arm" else s.decoder_step
+                if not 0 <= step <= MAX_STEP:
+                    raise ValueError(f"slice {i}: {which} step exponent must be within [0, {MAX_STEP}]")
                 v = _network_vector(s, which)
+                _check_integers(f"slice {i} {which} weights", v, WEIGHT_LIMIT)
                 rng, b = _network_model(v)
                 family = constriction.stream.model.QuantizedLaplace(-rng, rng)
                 streams[which].append(_ans_words(v, family, np.zeros(v.shape), np.full(v.shape, b)))
-                step = s.arm_step if which == "arm" else s.decoder_step
                 net_params[which].append({"step": step, "range": rng, "scale": b})
         sizes = [len(s.latents) for s in samples.slices]
         classes = _slice_classes(sizes, groups, layout.num_classes)
-        common = {"scales": samples.scales, "context": samples.context, "arm_width": samples.arm_width,
-                  "arm_depth": samples.arm_depth, "decoder_version": samples.decoder_version, "slices": sizes}
+        common["slices"] = sizes
         lengths = {which: [len(b) for b in parts] for which, parts in streams.items()}
         out = [EncodedSection("samples", self.name, "samples", b"".join(streams["samples"]),
                               {**common, "frames": lengths["samples"]},
@@ -284,13 +337,16 @@ class RuoCodec:
 
     # ------------------------------------------------------------------ decoding
     def _config(self, section: Section, layout: Layout) -> tuple[RuoSamples, list[int]]:
+        """The shared parameters and slice sizes, after every check that bounds decoding work:
+        ranges, latents per stream word, and the memory decoding will take — all before
+        anything proportional to the number of latents is built."""
         if len(layout.sample_shape) != 3:
             raise DecodeError("ruo samples must be (C, H, W) images", section=section.kind, field="sample_shape")
         c, h, w = layout.sample_shape
-        scales = int_param(section, "scales", 1, 16)
-        context = int_param(section, "context", 1, 64)
-        width = int_param(section, "arm_width", 1, 128)
-        depth = int_param(section, "arm_depth", 0, 8)
+        if not 1 <= c <= MAX_CHANNELS:
+            raise DecodeError(f"ruo samples have 1 to {MAX_CHANNELS} channels, not {c}", section=section.kind,
+                              field="dataset.sample_shape")
+        scales, context, width, depth = (int_param(section, name, lo, hi) for name, (lo, hi) in CONFIG_LIMITS.items())
         version = param(section, "decoder_version", str)
         if version not in DECODER_VERSIONS:
             raise DecodeError(f"unknown decoder version {version!r}", section=section.kind,
@@ -300,9 +356,15 @@ class RuoCodec:
         if sum(sizes) != layout.num_samples:
             raise DecodeError(f"slices hold {sum(sizes)} samples, the dataset has {layout.num_samples}",
                               section=section.kind, field="params.slices")
-        m, _ = schedule(h, w, scales, context)
-        check_decoded_size(section, layout.num_samples * (m * 8 + c * h * w * 4), layout.max_decoded_bytes,
-                           "ruo latents and samples")
+        m = latents_per_sample(h, w, scales)
+        for i, (n, length) in enumerate(zip(sizes, int_list_param(section, "frames", (len(sizes),)))):
+            if n * m > LATENTS_PER_WORD * (length // 4 + 1):
+                raise DecodeError(f"slice {i} claims {n}×{m} latents, more than a stream of {length} bytes can "
+                                  f"code (at most {LATENTS_PER_WORD} per 32-bit word)", section=section.kind,
+                                  field=f"params.frames[{i}]")
+        # lockstep float64 latents and int64 result, schedule (positions and C neighbours), samples
+        work = layout.num_samples * (8 * (m + 1) + 8 * m + 4 * c * h * w) + 8 * m * (context + 1)
+        check_decoded_size(section, work, layout.max_decoded_bytes, "ruo latents, schedule and samples")
         return RuoSamples((c, h, w), scales, context, width, depth, version, []), sizes
 
     def _frames(self, section: Section, count: int) -> list[memoryview]:
@@ -326,11 +388,15 @@ class RuoCodec:
             if not isinstance(net, dict):
                 raise DecodeError("expected a map", section=section.kind, field=field)
             step, rng, scale = net.get("step"), net.get("range"), net.get("scale")
-            if not (isinstance(step, int) and not isinstance(step, bool) and 0 <= step <= 30
+            if not (isinstance(step, int) and not isinstance(step, bool) and 0 <= step <= MAX_STEP
                     and isinstance(rng, int) and not isinstance(rng, bool) and 1 <= rng <= WEIGHT_LIMIT
                     and isinstance(scale, float) and 0.5 <= scale <= WEIGHT_LIMIT):
-                raise DecodeError("needs step in [0, 30], range in [1, 2^15] and scale in [0.5, 2^15]",
+                raise DecodeError(f"needs step in [0, {MAX_STEP}], range in [1, 2^15] and scale in [0.5, 2^15]",
                                   section=section.kind, field=field)
+            if total > WEIGHTS_PER_WORD * (len(frame) // 4 + 1):
+                raise DecodeError(f"{total} weights cannot be coded in {len(frame)} bytes (at most "
+                                  f"{WEIGHTS_PER_WORD} per 32-bit word)", section=section.kind,
+                                  field=f"params.frames[{i}]")
             values = self._ans_decode(section, frame, constriction.stream.model.QuantizedLaplace(-rng, rng),
                                       np.zeros(total), np.full(total, scale), field)
             parts, start = [], 0
@@ -351,11 +417,11 @@ class RuoCodec:
         return values
 
     def decode(self, section: Section, layout: Layout, aux: AuxReader) -> np.ndarray:
-        return synthesize(self.read(section, layout, aux), "cpu").numpy()
+        return synthesize(self.read(section, layout, aux))
 
-    def decode_tensor(self, section: Section, layout: Layout, aux: AuxReader, device: Any) -> torch.Tensor:
-        """Samples synthesised straight on ``device`` (entropy decoding stays on the CPU)."""
-        return synthesize(self.read(section, layout, aux), device)
+    def decode_tensor(self, section: Section, layout: Layout, aux: AuxReader, device: Any) -> Any:
+        """Samples synthesised straight on ``device`` with torch (entropy decoding stays on the CPU)."""
+        return synthesize_tensor(self.read(section, layout, aux), device)
 
     def read(self, section: Section, layout: Layout, aux: AuxReader) -> RuoSamples:
         """Entropy-decode latents and networks (bit-exact), without synthesis."""
@@ -368,11 +434,11 @@ class RuoCodec:
         frames = self._frames(section, len(sizes))
         streams = [_SliceStream(i, frame, n, list(zip(parts[0::2], parts[1::2])), step)
                    for i, (frame, n, (step, parts)) in enumerate(zip(frames, sizes, arms))]
-        workers = min(len(streams), os.cpu_count() or 1)
-        groups = [streams[g::workers] for g in range(workers)]
+        workers = max(1, min(len(streams), os.cpu_count() or 1))
         latents: dict[int, np.ndarray] = {}
-        with ThreadPoolExecutor(max(workers, 1)) as pool:
-            for part in pool.map(lambda group: self._decode_latents(section, config, group), groups):
+        with ThreadPoolExecutor(workers) as pool:
+            for part in pool.map(lambda group: self._decode_latents(section, config, group),
+                                 _lockstep_groups(streams, workers)):
                 latents |= part
         for st, (dec_step, dec_parts) in zip(streams, decoders):
             decoder = dict(zip(decoder_shapes, dec_parts))
@@ -381,37 +447,36 @@ class RuoCodec:
 
     def _decode_latents(self, section: Section, config: RuoSamples,
                         streams: list[_SliceStream]) -> dict[int, np.ndarray]:
-        """Lockstep decode of a group of slices: per wavefront step, one batched integer-ARM call
+        """Lockstep decode of slices of one size: per wavefront step, one batched integer-ARM call
         over every slice, sample and position, then one batched ANS decode per slice's stream.
         :meth:`read` runs one group per core: the ARM's matrix kernels release the GIL, so one
         group's ARM overlaps another's ANS decoding (constriction holds the GIL)."""
         _, h, w = config.sample_shape
         m, steps = schedule(h, w, config.scales, config.context)
+        n = streams[0].size
         # float64 holds these small integers exactly and is what the ARM computes in; the last
         # column is the zero that stands for neighbours outside the grid
-        latents = np.zeros((len(streams), max((st.size for st in streams), default=0), m + 1))
-        layers = [(torch.from_numpy(np.stack([st.arm[j][0] for st in streams]).astype(np.float64)),
-                   torch.from_numpy(np.stack([st.arm[j][1] for st in streams]).astype(np.float64)))
-                  for j in range(len(streams[0].arm) if streams else 0)]
+        latents = np.zeros((len(streams), n, m + 1))
+        layers = [(np.stack([st.arm[j][0] for st in streams]).astype(np.float64),
+                   np.stack([st.arm[j][1] for st in streams]).astype(np.float64))
+                  for j in range(len(streams[0].arm))]
         coders = []
         for st in streams:
             words = np.frombuffer(st.frame, dtype="<u4").astype(np.uint32)
             with self._ans_errors(section, f"params.frames[{st.index}]"):
                 coders.append(constriction.stream.stack.AnsCoder(words))
-        for step in steps if latents.size else ():
-            mu, sigma = integer_arm(torch.from_numpy(latents[:, :, step.neighbours]), layers,
-                                    [st.step_exp for st in streams])
-            mean, scale = laplace_parameters(mu.numpy(), sigma.numpy())
+        for step in steps if n else ():
+            mu, sigma = integer_arm(latents[:, :, step.neighbours], layers, [st.step_exp for st in streams])
+            mean, scale = laplace_parameters(mu, sigma)
             for i, (st, coder) in enumerate(zip(streams, coders)):
-                if st.size:
-                    with self._ans_errors(section, f"params.frames[{st.index}]"):
-                        symbols = coder.decode(_LATENTS, mean[i, :st.size].reshape(-1), scale[i, :st.size].reshape(-1))
-                    latents[i][:st.size, step.positions] = np.reshape(symbols, (st.size, -1))
+                with self._ans_errors(section, f"params.frames[{st.index}]"):
+                    symbols = coder.decode(_LATENTS, mean[i].reshape(-1), scale[i].reshape(-1))
+                latents[i][:, step.positions] = np.reshape(symbols, (n, -1))
         for st, coder in zip(streams, coders):
             if not coder.is_empty():
                 raise DecodeError("ANS words left over after the last latent", section=section.kind,
                                   field=f"params.frames[{st.index}]")
-        return {st.index: latents[i, :st.size, :m].astype(np.int64) for i, st in enumerate(streams)}
+        return {st.index: latents[i, :, :m].astype(np.int64) for i, st in enumerate(streams)}
 
     @staticmethod
     @contextlib.contextmanager

@@ -45,29 +45,41 @@ class Step:
     neighbours: np.ndarray
 
 
-@lru_cache(maxsize=64)
+def latents_per_sample(height: int, width: int, scales: int) -> int:
+    """M, from the grid sizes alone: what a reader checks against its limits before building
+    anything proportional to it."""
+    return sum(h * w for h, w in scale_shapes(height, width, scales))
+
+
+def wavefront_slope(context: int) -> int:
+    """The a of the module docstring: the smallest integer with dx + a·dy < 0 for every offset."""
+    return 1 + max([0] + [dx // -dy for dy, dx in context_pattern(context) if dy < 0])
+
+
+@lru_cache(maxsize=16)
 def schedule(height: int, width: int, scales: int, context: int) -> tuple[int, tuple[Step, ...]]:
-    """The number of latents per sample and the wavefront steps covering all of them."""
+    """The number of latents per sample and the wavefront steps covering all of them.
+
+    O(M·C) time and memory: per scale, positions are sorted by wavefront step once (a stable
+    sort of raster order, so positions within a step go by increasing y) and cut into steps;
+    each step holds views into the scale's arrays."""
     pattern = context_pattern(context)
-    ahead = 1 + max([0] + [dx // -dy for dy, dx in pattern if dy < 0])  # dx + ahead·dy < 0
+    ahead = wavefront_slope(context)
     shapes = scale_shapes(height, width, scales)
     offsets = np.cumsum([0] + [h * w for h, w in shapes])
     steps = []
     for level in reversed(range(scales)):
         h, w = shapes[level]
-        ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-        ys, xs = ys.reshape(-1), xs.reshape(-1)
-        front = xs + ahead * ys
-        base = offsets[level]
-        for t in range(int(front.max()) + 1):
-            sel = np.flatnonzero(front == t)
-            y, x = ys[sel], xs[sel]
-            neighbours = np.full((len(sel), len(pattern)), -1, dtype=np.int64)
-            for k, (dy, dx) in enumerate(pattern):
-                ny, nx = y + dy, x + dx
-                inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
-                neighbours[inside, k] = base + ny[inside] * w + nx[inside]
-            steps.append(Step(base + y * w + x, neighbours))
+        raster = np.arange(h * w, dtype=np.int64)
+        order = np.argsort(raster % w + ahead * (raster // w), kind="stable")
+        y, x = order // w, order % w
+        positions = offsets[level] + order
+        neighbours = np.empty((h * w, len(pattern)), dtype=np.int64)
+        for k, (dy, dx) in enumerate(pattern):  # dy ≤ 0: only the top, left and right edges
+            inside = (y >= -dy) & (x >= -dx) & (x < w - dx)
+            np.copyto(neighbours[:, k], np.where(inside, positions + (dy * w + dx), -1))
+        bounds = np.cumsum(np.bincount(x + ahead * y))[:-1]
+        steps += [Step(p, n) for p, n in zip(np.split(positions, bounds), np.split(neighbours, bounds))]
     return int(offsets[-1]), tuple(steps)
 
 
