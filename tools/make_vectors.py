@@ -22,8 +22,8 @@ import numpy as np
 
 import ddformat
 from ddformat import codecs
-from ddformat.container.sections import EncodedSection, Layout
 from ddformat.codecs.ruo import RuoSamples, RuoSlice, schedule
+from ddformat.container.sections import EncodedSection, Layout
 from ddformat.container.writing import build
 from ddformat.limits import DEFAULT_LIMITS, PREAMBLE_SIZE
 from tests.support import decoded_digests, reseal, split_header

@@ -2,8 +2,8 @@
 
 A *slice* is a group of synthetic samples that share one entropy network (ARM) and one decoder
 (paper 000, "slice size"; by default one class). Each sample owns ``M`` continuous latents: the
-``L`` scales of :mod:`ddformat.codecs.ruo.grid` concatenated, finest first. The file stores them
-rounded to integers, so training sees them through a differentiable stand-in for rounding
+``L`` scales of :func:`ddformat.codecs.ruo.scale_shapes` concatenated, finest first. The file
+stores them rounded to integers, so training sees them through a differentiable stand-in for rounding
 (:func:`relax`), and the same relaxed latents feed both the decoder (the images a utility loss
 judges) and the rate term of Eq. 13, which is the code length of the latents under the Laplace
 the ARM predicts from each latent's causal neighbours — the quantity the codec will actually

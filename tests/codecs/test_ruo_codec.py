@@ -29,8 +29,19 @@ from ddformat.codecs.ruo import (
     synthesize_tensor,
     synthesize_torch,
 )
-from ddformat.codecs.ruo.arm import SIGMA_INDEX_MAX, SIGMA_INDEX_MIN, integer_arm, integer_arm_numpy
-from ddformat.codecs.ruo.grid import context_pattern, latents_per_sample, scale_shapes, schedule, wavefront_slope
+from ddformat.codecs.ruo.arm import (
+    SIGMA_INDEX_MAX,
+    SIGMA_INDEX_MIN,
+    integer_arm,
+    integer_arm_numpy,
+)
+from ddformat.codecs.ruo.grid import (
+    context_pattern,
+    latents_per_sample,
+    scale_shapes,
+    schedule,
+    wavefront_slope,
+)
 from ddformat.limits import Limits
 from ddformat.torch import samples_tensor
 from tests.support import reseal
@@ -230,7 +241,7 @@ def test_channel_counts_the_decoder_stream_cannot_hold_are_refused_before_decodi
     raised = Limits(max_expansion=2**40)
     base = VECTOR.read_bytes()
     for channels, field in ((4095, "dataset.sample_shape"), (MAX_CHANNELS, "params.frames[0]")):
-        def wide(h):
+        def wide(h, channels=channels):
             h["dataset"]["sample_shape"] = [channels, 6, 6]
             h["dataset"]["normalization"] = None
 

@@ -12,7 +12,15 @@ import torch
 
 import ddformat
 from ddformat import cli
-from ddformat.codecs.ruo import RuoSamples, RuoSlice, decoder_shapes, estimated_bits, scale_shapes, split_scales, synthesize
+from ddformat.codecs.ruo import (
+    RuoSamples,
+    RuoSlice,
+    decoder_shapes,
+    estimated_bits,
+    scale_shapes,
+    split_scales,
+    synthesize,
+)
 from ddformat.torch import samples_tensor
 from producers.ruo import RealData, RuoConfig, distill, distill_to_budget, laplace_bits, save_result, train_experts
 from producers.ruo.__main__ import main as producer_main

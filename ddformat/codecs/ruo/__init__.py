@@ -39,12 +39,26 @@ from typing import Any, Iterator, NamedTuple, Sequence
 import constriction
 import numpy as np
 
-from ...errors import DecodeError, LimitError
+from ...errors import DecodeError
 from ..base import AuxReader, EncodedSection, Layout, Section, param
-from ..frames import check_decoded_size, int_param, int_list_param, section_bytes
-from .arm import LATENT_RANGE, MAX_INPUTS, SIGMAS, WEIGHT_LIMIT, integer_arm, integer_arm_numpy, laplace_parameters
+from ..frames import check_decoded_size, int_list_param, int_param, section_bytes
+from .arm import (
+    LATENT_RANGE,
+    MAX_INPUTS,
+    SIGMAS,
+    WEIGHT_LIMIT,
+    integer_arm,
+    integer_arm_numpy,
+    laplace_parameters,
+)
 from .grid import latents_per_sample, scale_shapes, schedule, split_scales
-from .synthesis import CPU_ROWS, DECODER_VERSIONS, decoder_shapes, synthesize_numpy, synthesize_torch
+from .synthesis import (
+    CPU_ROWS,
+    DECODER_VERSIONS,
+    decoder_shapes,
+    synthesize_numpy,
+    synthesize_torch,
+)
 
 __all__ = [
     "CONFIG_LIMITS", "DECODER_VERSIONS", "LATENTS_PER_WORD", "LATENT_RANGE", "MAX_CHANNELS", "MAX_STEP", "RUO",
