@@ -3,6 +3,12 @@
 The writer stores samples grouped by class (stable sort by hard label, or by the arg-max of a
 soft label) unless told not to, because grouping makes hard labels nearly free and lets the bit
 account charge sample bits to the class they belong to.
+
+A file ``save`` writes is one ``open`` accepts: the metadata goes through the reader's schema
+before anything is encoded, and the planned file (header, layout, bit account, limits) through
+the reader's ``open`` before anything is written. A refused save raises the reader's
+:class:`~ddformat.errors.HeaderError` (or another :class:`~ddformat.errors.FormatError`) naming
+the field, or a :class:`ValueError` naming the array and index, and leaves ``path`` untouched.
 """
 
 from __future__ import annotations
@@ -15,11 +21,13 @@ import numpy as np
 
 from . import __version__, codecs
 from .codecs.base import group_counts
-from .container.header import LOSSES
+from .container.header import check_metadata
 from .container.sections import EncodedSection, Layout
-from .container.writing import build, write_atomic
-from .limits import DEFAULT_LIMITS
-from .weighting import WEIGHT_NORMALIZATIONS, WEIGHT_SCHEMES
+from .container.writing import Plan, plan, write_atomic
+from .errors import FormatError
+from .limits import DEFAULT_LIMITS, MAX_NUM_CLASSES
+from .reader import DDFile
+from .weighting import loss_weights
 
 ArrayLike = Any
 """A numpy array, or anything with ``.detach().cpu().numpy()`` (a torch tensor), or a sequence."""
@@ -42,23 +50,47 @@ def _classes_of(labels: np.ndarray) -> np.ndarray:
     return labels.astype(np.int64) if labels.ndim == 1 else labels.argmax(axis=1).astype(np.int64)
 
 
+def _first(bad: np.ndarray) -> str:
+    return f"at index {int(bad[0])}" + (f" (and {bad.size - 1} more)" if bad.size > 1 else "")
+
+
 def _check_labels(labels: np.ndarray, n: int, num_classes: int) -> None:
+    if labels.ndim not in (1, 2):
+        raise ValueError(f"labels must be (N,) class indices or (N, K) probabilities, got shape {labels.shape}")
     if labels.shape[0] != n:
         raise ValueError(f"{labels.shape[0]} labels for {n} samples")
     if labels.ndim == 1:
         if labels.dtype.kind not in "iu":
-            raise ValueError("hard labels must be integers")
-        if n and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(f"hard labels must lie in [0, {num_classes})")
-    elif labels.ndim == 2:
+            raise ValueError(f"hard labels must be integers, got {labels.dtype}")
+        bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+        if bad.size:
+            raise ValueError(f"label {labels[bad[0]]} {_first(bad)} is outside [0, {num_classes}) "
+                             f"(num_classes is {num_classes})")
+    else:
         if labels.shape[1] != num_classes:
             raise ValueError(f"soft labels have {labels.shape[1]} columns for {num_classes} classes")
-        if not np.all(np.isfinite(labels)) or np.any(labels < 0):
-            raise ValueError("soft labels must be finite and non-negative")
-        if n and not np.allclose(labels.sum(axis=1), 1.0, atol=1e-3):
-            raise ValueError("soft label rows must sum to 1 (pass probabilities, not logits)")
-    else:
-        raise ValueError("labels must be (N,) class indices or (N, K) probabilities")
+        bad = np.flatnonzero(~np.isfinite(labels).all(axis=1) | (labels < 0).any(axis=1))
+        if bad.size:
+            raise ValueError(f"soft label row {_first(bad)} has negative or non-finite probabilities")
+        bad = np.flatnonzero(~np.isclose(labels.sum(axis=1), 1.0, atol=1e-3))
+        if bad.size:
+            raise ValueError(f"soft label row {_first(bad)} sums to {labels[bad[0]].sum():.6g}, not 1 "
+                             "(pass probabilities, not logits)")
+
+
+def _check_weights(weights: np.ndarray, classes: np.ndarray, num_classes: int, weighting: dict[str, str]) -> None:
+    """Refuse weights a reader would refuse or that could not train anything, with the
+    reader's own weighting code (e.g. a class whose weights sum to 0 under ``proportional``)."""
+    if weights.shape != classes.shape:
+        raise ValueError(f"{weights.shape[0]} weights for {classes.shape[0]} samples")
+    if weights.dtype.kind not in "iuf":
+        raise ValueError(f"weights must be integers or floats, got {weights.dtype}")
+    bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
+    if bad.size:
+        raise ValueError(f"weight {weights[bad[0]]} {_first(bad)} is negative or not finite")
+    if weights.size and not weights.any():
+        raise ValueError("all weights are 0: no sample would count in training")
+    loss_weights(weights, classes, num_classes, weighting["scheme"], weighting["normalization"])
 
 
 def _codec(kind: str, name: str | None, value: Any, groups: list[int] | None) -> Any:
@@ -73,19 +105,53 @@ def _codec(kind: str, name: str | None, value: Any, groups: list[int] | None) ->
     raise ValueError(f"no {kind} codec can store a {type(value).__name__}")
 
 
-def _recipe(recipe: Mapping[str, Any] | None) -> dict[str, Any]:
-    r = dict(recipe or {})
+def _recipe(recipe: Any) -> Any:
+    """The recipe with the defaults a reader assumes written out, so that every file states its
+    loss, temperature and weighting; anything but a mapping is left for the schema to name."""
+    if recipe is None:
+        recipe = {}
+    if not isinstance(recipe, Mapping):
+        return recipe
+    r = dict(recipe)
     r.setdefault("loss", "ce")
     r.setdefault("temperature", 1.0)
-    w = dict(r.get("weighting") or {})
-    w.setdefault("scheme", "uniform")
-    w.setdefault("normalization", "global")
+    w = r.get("weighting") or {}
+    if isinstance(w, Mapping):
+        w = dict(w)
+        w.setdefault("scheme", "uniform")
+        w.setdefault("normalization", "global")
     r["weighting"] = w
-    if r["loss"] not in LOSSES:
-        raise ValueError(f"recipe loss must be one of {LOSSES}")
-    if w["scheme"] not in WEIGHT_SCHEMES or w["normalization"] not in WEIGHT_NORMALIZATIONS:
-        raise ValueError(f"weighting scheme must be one of {WEIGHT_SCHEMES}, normalization one of {WEIGHT_NORMALIZATIONS}")
     return r
+
+
+def _num_classes(labels: np.ndarray, class_names: Any, n: int) -> int:
+    """K when the caller does not say: the soft labels' width, the number of class names, or
+    one more than the largest hard label."""
+    if labels.ndim == 2:
+        return labels.shape[1]
+    if hasattr(class_names, "__len__") and not isinstance(class_names, (str, bytes)):
+        return len(class_names)
+    if labels.ndim == 1 and labels.size and labels.dtype.kind in "iu" and n:
+        return int(labels.max()) + 1
+    return 1
+
+
+def _default_names(num_classes: Any) -> list[str]:
+    """``"0"``, ``"1"``, ... for a valid class count (an invalid one is left for the schema)."""
+    if isinstance(num_classes, (int, np.integer)) and not isinstance(num_classes, bool) \
+            and 1 <= num_classes <= MAX_NUM_CLASSES:
+        return [str(c) for c in range(int(num_classes))]
+    return []
+
+
+def _check_opens(planned: Plan) -> None:
+    """Open the planned file with the reader (header, layout, bit account, required sections,
+    limits) before a byte of it is written."""
+    try:
+        DDFile(planned).close()
+    except FormatError as exc:
+        raise type(exc)(f"ddformat.open would refuse this file: {exc.reason}", section=exc.section,
+                        field=exc.field, offset=exc.offset) from None
 
 
 def save(
@@ -129,24 +195,33 @@ def save(
     samples_codec = _codec("samples", samples_codec, x, None)
     n, shape, dtype = samples_codec.describe(x)
     if num_classes is None:
-        if y.ndim == 2:
-            num_classes = y.shape[1]
-        elif class_names is not None:
-            num_classes = len(class_names)
-        else:
-            num_classes = int(y.max()) + 1 if n else 1
-    class_names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
-    if len(class_names) != num_classes:
-        raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+        num_classes = _num_classes(y, class_names, n)
+    dataset = {
+        "name": name,
+        "num_classes": num_classes,
+        "class_names": _default_names(num_classes) if class_names is None else class_names,
+        "num_samples": n,
+        "sample_shape": list(shape),
+        "sample_dtype": dtype,
+        "value_range": value_range if value_range is not None else ([0.0, 1.0] if dtype == "uint8" else None),
+        "normalization": normalization,
+    }
+    provenance = {
+        "producer": producer,
+        "producer_version": producer_version,
+        "parameters": {} if parameters is None else parameters,
+        "source_dataset": source_dataset,
+    }
+    dataset, provenance, recipe = check_metadata(dataset, provenance, _recipe(recipe))
+    num_classes = dataset["num_classes"]
     _check_labels(y, n, num_classes)
+    classes = _classes_of(y)
     w = None if weights is None else _numpy(weights).reshape(-1)
-    if w is not None and w.shape[0] != n:
-        raise ValueError(f"{w.shape[0]} weights for {n} samples")
-    recipe = _recipe(recipe)
-    if w is None and recipe["weighting"]["scheme"] != "uniform":
+    if w is not None:
+        _check_weights(w, classes, num_classes, recipe["weighting"])
+    elif recipe["weighting"]["scheme"] != "uniform":
         raise ValueError(f"weighting scheme {recipe['weighting']['scheme']!r} needs weights")
 
-    classes = _classes_of(y)
     if sort_by_class:
         order = np.argsort(classes, kind="stable")
         x = samples_codec.take(x, order)
@@ -157,6 +232,7 @@ def save(
     layout = Layout(n, num_classes, shape, dtype, DEFAULT_LIMITS.max_decoded_bytes)
     options = codec_options or {}
     sections: list[EncodedSection] = list(samples_codec.encode(x, layout, groups, **options.get("samples", {})))
+    del x
     sections.append(_codec("labels", labels_codec, y, groups).encode(y, layout, groups, **options.get("labels", {})))
     if w is not None:
         sections.append(_codec("weights", weights_codec, w, groups).encode(
@@ -165,21 +241,6 @@ def save(
         mean, matrix = _numpy(zca[0]), _numpy(zca[1])
         sections.append(_codec("zca", None, (mean, matrix), groups).encode(mean, matrix, layout))
 
-    dataset = {
-        "name": name,
-        "num_classes": num_classes,
-        "class_names": class_names,
-        "num_samples": n,
-        "sample_shape": list(layout.sample_shape),
-        "sample_dtype": layout.sample_dtype,
-        "value_range": list(value_range) if value_range is not None else
-        ([0.0, 1.0] if dtype == "uint8" else None),
-        "normalization": dict(normalization) if normalization is not None else None,
-    }
-    provenance = {
-        "producer": producer,
-        "producer_version": producer_version,
-        "parameters": dict(parameters or {}),
-        "source_dataset": source_dataset,
-    }
-    return write_atomic(path, build(dataset, provenance, recipe, sections))
+    planned = plan(dataset, provenance, recipe, sections)
+    _check_opens(planned)
+    return write_atomic(path, planned.write_to)

@@ -23,7 +23,7 @@ section length and the layout before anything is allocated, and every failure is
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import constriction
 import numpy as np
@@ -35,6 +35,9 @@ from .base import Section, param
 COMPRESSIONS = ("zstd", "none")
 ANS_PRECISION = 24
 TRIAL_BYTES = 4 * 2**20
+PIECE_BYTES = 2**18
+"""Encoders filter, shuffle and compress rows in pieces of about this size: encoding a section
+needs memory for its output, not for a filtered or reordered copy of its input."""
 
 RowFilter = Callable[[np.ndarray], np.ndarray]
 
@@ -100,10 +103,6 @@ def check_groups(groups: Sequence[int] | None, num_rows: int, num_classes: int) 
 # --------------------------------------------------------------------------- zstd frames
 
 
-def _shuffle(frame: np.ndarray, itemsize: int) -> np.ndarray:
-    return np.ascontiguousarray(frame.reshape(-1, itemsize).T) if itemsize > 1 else frame
-
-
 def _unshuffle(frame: np.ndarray, itemsize: int) -> np.ndarray:
     return np.ascontiguousarray(frame.reshape(itemsize, -1).T).reshape(-1) if itemsize > 1 else frame
 
@@ -113,21 +112,66 @@ def _bounds(counts: Sequence[int]) -> list[tuple[int, int]]:
     return list(zip(ends[:-1], ends[1:]))
 
 
+def _pieces(rows: np.ndarray, order: np.ndarray | None, start: int, end: int, fn: RowFilter | None,
+            shuffle: int) -> Iterator[np.ndarray]:
+    """The bytes of the frame of stored rows ``start:end`` (stored row i is ``rows[order[i]]``,
+    or ``rows[i]`` without ``order``), filtered by ``fn`` and, for ``shuffle > 1``, as byte
+    planes of that element size: byte 0 of every element, then byte 1, ... In contiguous
+    pieces of about :data:`PIECE_BYTES`; filters act within a row, so pieces filter alike."""
+    step = max(1, PIECE_BYTES // max(rows.shape[1], 1))
+    for plane in range(shuffle):
+        for a in range(start, end, step):
+            b = min(a + step, end)
+            piece = rows[a:b] if order is None else rows[order[a:b]]
+            if fn is not None:
+                piece = fn(piece)
+            yield np.ascontiguousarray(piece if shuffle == 1 else piece.reshape(-1, shuffle)[:, plane])
+
+
+def _compress(cctx: zstandard.ZstdCompressor, rows: np.ndarray, order: np.ndarray | None, counts: Sequence[int],
+              fn: RowFilter | None, shuffle: int, limit: int | None = None,
+              expected: int = 0) -> tuple[bytearray, list[int]] | None:
+    """One zstd frame (declaring its content size) per group of ``counts`` consecutive stored
+    rows, compressed piece by piece into one buffer; empty groups give empty frames. ``None`` as
+    soon as the output reaches ``limit`` bytes (then raw storage is smaller).
+
+    The buffer starts at the ``expected`` size and is overwritten in place, growing past it only
+    if needed: one large allocation instead of many reallocations interleaved with zstd's own,
+    which would leave tens of MB of freed but resident heap behind."""
+    out, pos, lengths = bytearray(expected), 0, []
+    for start, end in _bounds(counts):
+        before = pos
+        if end > start:
+            chunker = cctx.chunker(size=(end - start) * rows.shape[1], chunk_size=2**17)
+            for piece in _pieces(rows, order, start, end, fn, shuffle):
+                for blob in chunker.compress(piece):
+                    out[pos:pos + len(blob)] = blob
+                    pos += len(blob)
+                if limit is not None and pos >= limit:
+                    return None
+            for blob in chunker.finish():
+                out[pos:pos + len(blob)] = blob
+                pos += len(blob)
+        lengths.append(pos - before)
+    if limit is not None and pos >= limit:
+        return None
+    del out[pos:]
+    return out, lengths
+
+
 def compress_rows(rows: np.ndarray, groups: Sequence[int] | None, level: int,
-                  shuffle: int = 1) -> tuple[bytes, list[int]]:
+                  shuffle: int = 1) -> tuple[bytearray, list[int]]:
     """One zstd frame (with content size) per group of consecutive rows; empty groups give
     empty frames. ``shuffle > 1`` splits each frame into byte planes of that element size
     first, which lets zstd see the slowly varying high bytes of floats as long runs."""
     rows = np.ascontiguousarray(rows, dtype=np.uint8)
-    counts = [len(rows)] if groups is None else list(groups)
-    cctx = zstandard.ZstdCompressor(level=level, write_content_size=True)
-    out, lengths = [], []
-    for start, end in _bounds(counts):
-        frame = rows[start:end].reshape(-1)
-        blob = cctx.compress(_shuffle(frame, shuffle).tobytes()) if frame.size else b""
-        out.append(blob)
-        lengths.append(len(blob))
-    return b"".join(out), lengths
+    packed = _compress(_compressor(level), rows, None, [len(rows)] if groups is None else list(groups), None, shuffle)
+    assert packed is not None
+    return packed
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    return zstandard.ZstdCompressor(level=level, write_content_size=True)
 
 
 def _declared_size(section: Section, frame: memoryview | bytes, field: str, *,
@@ -203,40 +247,61 @@ def decompress_rows(section: Section, frame_lengths: Sequence[int], rows_per_fra
 # --------------------------------------------------------------------------- filtered row sections
 
 
-def _trial_rows(rows: np.ndarray) -> np.ndarray:
-    """Evenly spaced rows totalling about ``TRIAL_BYTES``: enough to rank filters, cheap to try."""
-    n, row_bytes = rows.shape
+def _trial_rows(rows: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+    """Evenly spaced stored rows totalling about ``TRIAL_BYTES``: enough to rank filters, cheap
+    to try."""
+    n, row_bytes = (rows.shape[0] if order is None else len(order)), rows.shape[1]
     m = min(n, max(1, TRIAL_BYTES // max(row_bytes, 1)))
-    return rows if m == n else rows[np.linspace(0, n - 1, m).astype(np.int64)]
+    picks = np.linspace(0, n - 1, m).astype(np.int64) if m < n else np.arange(n)
+    return rows[picks if order is None else order[picks]]
+
+
+def _raw(rows: np.ndarray, order: np.ndarray | None) -> bytearray:
+    """The stored rows' bytes as they are, gathered piece by piece into one buffer."""
+    n = rows.shape[0] if order is None else len(order)
+    out = bytearray(n * rows.shape[1])
+    view = np.frombuffer(out, dtype=np.uint8).reshape(n, rows.shape[1])
+    step = max(1, PIECE_BYTES // max(rows.shape[1], 1))
+    for a in range(0, n, step):
+        view[a:a + step] = rows[a:a + step] if order is None else rows[order[a:a + step]]
+    return out
 
 
 def pack_rows(rows: np.ndarray, groups: Sequence[int] | None, level: int,
-              filters: dict[str, tuple[RowFilter | None, int]]) -> tuple[bytes, dict[str, Any], list[int] | None]:
+              filters: dict[str, tuple[RowFilter | None, int]],
+              order: np.ndarray | None = None) -> tuple[bytearray, dict[str, Any], list[int] | None]:
     """Compress a row matrix with whichever of ``filters`` (name → (row transform, shuffle
     element size)) compresses a sample of the rows best, the first listed winning ties.
 
-    Returns the payload, the params that :func:`unpack_rows` needs (``filter``,
-    ``compression``, ``frames``, ``frame_rows``) and the class bytes (``None`` without groups).
-    Frames are stored raw (``compression="none"``), unfiltered, when zstd would not make the
-    section smaller; the first filter listed must therefore be the identity.
+    The stored rows are ``rows[order]`` (``rows`` without ``order``), gathered a piece at a
+    time, so that neither a reordered nor a filtered copy of ``rows`` is ever made. Returns the
+    payload, the params that :func:`unpack_rows` needs (``filter``, ``compression``, ``frames``,
+    ``frame_rows``) and the class bytes (``None`` without groups). Frames are stored raw
+    (``compression="none"``), unfiltered, when zstd would not make the section smaller; the
+    first filter listed must therefore be the identity.
     """
     assert next(iter(filters.values())) == (None, 1), "the first filter must be the identity"
     rows = np.ascontiguousarray(rows, dtype=np.uint8)
-    name = next(iter(filters))
-    if len(filters) > 1 and rows.size:
-        trial = _trial_rows(rows)
+    n, row_bytes = (rows.shape[0] if order is None else len(order)), rows.shape[1]
+    counts = [n] if groups is None else list(groups)
+    cctx = _compressor(level)
+    name, packed = next(iter(filters)), None
+    if n * row_bytes:
+        trial = _trial_rows(rows, order)
         sizes = {}
         for candidate, (fn, shuffle) in filters.items():
-            sizes[candidate] = len(compress_rows(fn(trial) if fn else trial, None, level, shuffle)[0])
+            sizes[candidate] = len(_compress(cctx, trial, None, [len(trial)], fn, shuffle)[0])
         name = min(filters, key=lambda c: sizes[c])
-    fn, shuffle = filters[name]
-    filtered = fn(rows) if fn else rows
-    data, lengths = compress_rows(filtered, groups, level, shuffle)
-    counts = [len(rows)] if groups is None else list(groups)
-    compression = "zstd"
-    if len(data) >= rows.size:
-        name, data, compression = next(iter(filters)), rows.tobytes(), "none"
-        lengths = [n * rows.shape[1] for n in counts]
+        if sizes[name] < trial.nbytes:
+            expected = int(0.95 * n * row_bytes * sizes[name] / trial.nbytes)
+            del trial
+            fn, shuffle = filters[name]
+            packed = _compress(cctx, rows, order, counts, fn, shuffle, limit=n * row_bytes, expected=expected)
+    if packed is None:
+        name, data, compression = next(iter(filters)), _raw(rows, order), "none"
+        lengths = [c * row_bytes for c in counts]
+    else:
+        (data, lengths), compression = packed, "zstd"
     params = {"filter": name, "compression": compression, "frames": lengths, "frame_rows": counts}
     return data, params, (lengths if groups is not None else None)
 

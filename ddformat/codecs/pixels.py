@@ -20,6 +20,7 @@ Filters act within one sample, so the frame of each class decodes without the ot
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ import numpy as np
 from ..errors import DecodeError
 from ..limits import SAMPLE_DTYPES
 from .base import AuxReader, EncodedSection, Layout, Section
-from .frames import check_groups, choice_param, pack_rows, unpack_rows
+from .frames import PIECE_BYTES, check_groups, choice_param, pack_rows, unpack_rows
 
 _UINT8_FILTERS = ("none", "sub", "up", "grad", "med")
 
@@ -91,6 +92,21 @@ def _uint8_filters(shape: tuple[int, ...]) -> tuple[str, ...]:
     return _UINT8_FILTERS if len(shape) >= 2 else _UINT8_FILTERS[:2]
 
 
+def _all_finite(x: np.ndarray) -> bool:
+    flat = x.reshape(-1)
+    step = PIECE_BYTES // x.itemsize
+    return all(np.isfinite(flat[a:a + step]).all() for a in range(0, flat.size, step))
+
+
+@dataclass(frozen=True)
+class Reordered:
+    """Samples ``base[order]``, not gathered: the encoder reads each frame's rows itself, so
+    saving samples that are not already grouped by class needs no sorted copy of them."""
+
+    base: np.ndarray
+    order: np.ndarray
+
+
 class PixelsCodec:
     """Lossless samples codec; see the module docstring for the filters."""
 
@@ -107,21 +123,30 @@ class PixelsCodec:
             raise ValueError(f"sample dtype {samples.dtype} is not one of {sorted(SAMPLE_DTYPES)}")
         return samples.shape[0], tuple(int(s) for s in samples.shape[1:]), samples.dtype.name
 
-    def take(self, samples: np.ndarray, order: np.ndarray) -> np.ndarray:
-        return samples[order]
+    def take(self, samples: np.ndarray | Reordered, order: np.ndarray) -> np.ndarray | Reordered:
+        """The samples in ``order``: as they are when ``order`` keeps them in place, else a
+        :class:`Reordered` (no copy)."""
+        order = np.asarray(order, dtype=np.int64)
+        if np.array_equal(order, np.arange(len(order))):
+            return samples
+        if isinstance(samples, Reordered):
+            return Reordered(samples.base, samples.order[order])
+        return Reordered(samples, order)
 
-    def encode(self, samples: np.ndarray, layout: Layout, groups: list[int] | None,
+    def encode(self, samples: np.ndarray | Reordered, layout: Layout, groups: list[int] | None,
                level: int = 10) -> list[EncodedSection]:
         """One ``samples`` section. ``groups`` (per-class counts of the class-sorted samples)
-        gives one frame per class and per-class ``class_bytes``."""
+        gives one frame per class and per-class ``class_bytes``. Filtering and compression go
+        a piece at a time, so memory beyond the samples is about the size of the section."""
+        samples, order = (samples.base, samples.order) if isinstance(samples, Reordered) else (samples, None)
         samples = np.asarray(samples)
         dtype = samples.dtype.name
         if dtype not in SAMPLE_DTYPES or dtype != layout.sample_dtype:
             raise ValueError(f"samples have dtype {dtype}, the layout says {layout.sample_dtype}")
         shape = tuple(layout.sample_shape)
-        if samples.shape != (layout.num_samples, *shape):
+        if samples.shape != (layout.num_samples, *shape) or (order is not None and order.shape != samples.shape[:1]):
             raise ValueError(f"samples have shape {samples.shape}, expected {(layout.num_samples, *shape)}")
-        if dtype != "uint8" and not np.isfinite(samples).all():
+        if dtype != "uint8" and not _all_finite(samples):
             raise ValueError("float samples must be finite")
         groups = check_groups(groups, layout.num_samples, layout.num_classes)
         n, size = len(samples), math.prod(shape)
@@ -136,7 +161,7 @@ class PixelsCodec:
         else:
             rows = samples.astype(samples.dtype.newbyteorder("<"), copy=False).reshape(n, size).view(np.uint8)
             filters = {"none": (None, 1), "shuffle": (None, samples.dtype.itemsize)}
-        data, params, class_bytes = pack_rows(rows, groups, level, filters)
+        data, params, class_bytes = pack_rows(rows, groups, level, filters, order)
         return [EncodedSection(kind="samples", codec=self.name, component="samples", data=data,
                                params={"dtype": dtype, **params}, class_bytes=class_bytes)]
 

@@ -9,10 +9,13 @@ section instead.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+import numpy as np
 
 from ..errors import HeaderError, LimitError
 from ..limits import (
@@ -28,7 +31,14 @@ from ..weighting import WEIGHT_NORMALIZATIONS, WEIGHT_SCHEMES
 from .sections import COMPONENTS
 
 LOSSES = ("ce", "kl")
+REGIMES = ("hl", "sl", "sl+kd")
+"""Label regimes of paper 002: hard labels, stored soft labels, soft labels from a teacher."""
 MAX_NESTING = 32
+FLOAT32_SAFE_MAX = 2.0**127
+"""Bound on header numbers that consumers compute with in float32 (spec § 2): sums and
+differences of two such numbers stay finite, well below float32's maximum of ~2**128."""
+FLOAT32_MIN_NORMAL = 2.0**-126
+CONTENT_HASH_PREFIX = "sha256:"
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,70 @@ def decode_header(data: bytes) -> Any:
         raise HeaderError(f"header is not a single valid msgpack value: {exc}", section="header") from None
 
 
+MSGPACK_INT_RANGE = (-(2**63), 2**64 - 1)
+
+
+def to_plain(obj: Any, path: str, depth: int = 2) -> Any:
+    """``obj`` as the plain msgpack values a writer stores: numpy scalars and arrays become Python
+    numbers, booleans, strings and lists, tuples become lists and mappings dicts. Anything else
+    (sets, arbitrary objects, non-string map keys, integers beyond 64 bits, strings that are not
+    UTF-8, nesting deeper than the reader allows) raises a :class:`HeaderError` naming the field
+    ``path``, so that a refused value never surfaces as msgpack's own ``TypeError``. ``depth`` is
+    the nesting depth of ``obj`` as :func:`decode_header` counts it (a value of the top-level
+    map, such as ``recipe``, is at depth 2)."""
+    if isinstance(obj, (np.generic, np.ndarray)):
+        if obj.dtype.kind not in "biufUSO":
+            raise HeaderError(f"numpy {obj.dtype} values cannot be stored", section="header", field=path)
+        obj = obj.tolist()
+    if obj is None or isinstance(obj, bool):
+        return obj
+    if isinstance(obj, float):
+        return float(obj)
+    if isinstance(obj, int):
+        if not MSGPACK_INT_RANGE[0] <= obj <= MSGPACK_INT_RANGE[1]:
+            raise HeaderError(f"integer {obj} does not fit in 64 bits", section="header", field=path)
+        return int(obj)
+    if isinstance(obj, str):
+        _check_utf8(obj, path)
+        return str(obj)
+    if isinstance(obj, (bytes, bytearray)):
+        return bytes(obj)
+    if isinstance(obj, (Mapping, list, tuple)) and depth > MAX_NESTING:
+        raise HeaderError(f"maps and arrays nest deeper than {MAX_NESTING}", section="header", field=path)
+    if isinstance(obj, Mapping):
+        out = {}
+        for key, value in obj.items():
+            if not isinstance(key, str):
+                raise HeaderError(f"map key {key!r} is not a string", section="header", field=path)
+            _check_utf8(key, path)
+            out[str(key)] = to_plain(value, f"{path}.{key}", depth + 1)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(obj)]
+    raise HeaderError(f"a {type(obj).__name__} is not a msgpack value (use numbers, strings, booleans, None, "
+                      "lists and string-keyed maps)", section="header", field=path)
+
+
+def _check_utf8(text: str, path: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise HeaderError(f"string is not valid UTF-8: {exc.reason}", section="header", field=path) from None
+
+
+def check_metadata(dataset: Any, provenance: Any, recipe: Any) -> tuple[Any, Any, Any]:
+    """The ``dataset``, ``provenance`` (its content hash is the writer's) and ``recipe`` a writer
+    is about to store, converted by :func:`to_plain` and checked by the reader's own schema
+    functions: a writer refuses, before writing anything, exactly what a reader would refuse."""
+    dataset, provenance, recipe = (to_plain(v, name) for v, name in
+                                   ((dataset, "dataset"), (provenance, "provenance"), (recipe, "recipe")))
+    c = _Checker()
+    _dataset(c, dataset)
+    _provenance(c, {**c.map(provenance, "provenance"), "content_hash": CONTENT_HASH_PREFIX + "0" * 64})
+    _recipe(c, recipe)
+    return dataset, provenance, recipe
+
+
 class _Checker:
     """Typed accessors that raise :class:`HeaderError` naming the field path."""
 
@@ -129,9 +203,11 @@ class _Checker:
             raise self.fail(path, f"{obj} is outside [{lo}, {hi}]")
         return obj
 
-    def float(self, obj: Any, path: str) -> float:
+    def float(self, obj: Any, path: str, minimum: float | None = None, inclusive: bool = True) -> float:
         if isinstance(obj, bool) or not isinstance(obj, (int, float)) or not math.isfinite(obj):
             raise self.fail(path, "expected a finite number")
+        if minimum is not None and (obj < minimum or (obj == minimum and not inclusive)):
+            raise self.fail(path, f"{obj} must be {'at least' if inclusive else 'above'} {minimum}")
         return float(obj)
 
     def str(self, obj: Any, path: str, choices: tuple[str, ...] | None = None) -> str:
@@ -193,6 +269,10 @@ def _dataset(c: _Checker, obj: Any) -> dict[str, Any]:
         lo, hi = (c.float(v, f"dataset.value_range[{i}]") for i, v in enumerate(vr))
         if not lo < hi:
             raise c.fail("dataset.value_range", "low must be below high")
+        if max(abs(lo), abs(hi), hi - lo) > FLOAT32_SAFE_MAX or (hi - lo) / 255 < FLOAT32_MIN_NORMAL:
+            raise c.fail("dataset.value_range", f"[{lo}, {hi}] maps uint8 codes to non-finite or degenerate float32 "
+                         "values: |low|, |high| and high - low must be at most 2**127 and (high - low)/255 at "
+                         "least 2**-126")
         out["value_range"] = [lo, hi]
     norm = d.get("normalization")
     if norm is not None:
@@ -204,11 +284,23 @@ def _dataset(c: _Checker, obj: Any) -> dict[str, Any]:
             if len(vals) != channels:
                 raise c.fail(f"dataset.normalization.{key}", f"{len(vals)} values for {channels} channels")
             stats[key] = [c.float(v, f"dataset.normalization.{key}[{i}]") for i, v in enumerate(vals)]
-        if any(s <= 0 for s in stats["std"]):
-            raise c.fail("dataset.normalization.std", "must be positive")
+        _check_normalization(c, stats, max(abs(v) for v in out["value_range"] or (0.0, 1.0)))
         stats["applied"] = c.bool(c.get(norm, "applied", "dataset.normalization"), "dataset.normalization.applied")
         out["normalization"] = stats
     return out
+
+
+def _check_normalization(c: _Checker, stats: dict[str, list[float]], magnitude: float) -> None:
+    """``(x - mean) / std`` must be finite in float32 for every value ``|x| <= magnitude`` (the
+    value range's), so that normalising never turns samples into inf or NaN."""
+    for i, (mean, std) in enumerate(zip(stats["mean"], stats["std"])):
+        if abs(mean) > FLOAT32_SAFE_MAX:
+            raise c.fail(f"dataset.normalization.mean[{i}]", f"{mean} exceeds 2**127 in magnitude")
+        if not FLOAT32_MIN_NORMAL <= std <= FLOAT32_SAFE_MAX:
+            raise c.fail(f"dataset.normalization.std[{i}]", f"{std} must be positive, in [2**-126, 2**127]")
+        if (magnitude + abs(mean)) / std > FLOAT32_SAFE_MAX:
+            raise c.fail(f"dataset.normalization.std[{i}]", f"(x - {mean}) / {std} exceeds 2**127 for values x "
+                         f"up to {magnitude} in magnitude (the value range)")
 
 
 def _sections(c: _Checker, obj: Any, num_classes: int, limits: Limits) -> list[SectionEntry]:
@@ -253,9 +345,9 @@ def _recipe(c: _Checker, obj: Any) -> dict[str, Any]:
     r = c.map(c.plain(obj, "recipe"), "recipe")
     out = dict(r)
     out["loss"] = c.str(r.get("loss", "ce"), "recipe.loss", LOSSES)
-    out["temperature"] = c.float(r.get("temperature", 1.0), "recipe.temperature")
-    if out["temperature"] <= 0:
-        raise c.fail("recipe.temperature", "must be positive")
+    out["temperature"] = c.float(r.get("temperature", 1.0), "recipe.temperature", 0.0, inclusive=False)
+    if r.get("regime") is not None:
+        out["regime"] = c.str(r["regime"], "recipe.regime", REGIMES)
     w = c.map(r.get("weighting", {}), "recipe.weighting")
     out["weighting"] = {
         "scheme": c.str(w.get("scheme", "uniform"), "recipe.weighting.scheme", WEIGHT_SCHEMES),
@@ -272,7 +364,23 @@ def _recipe(c: _Checker, obj: Any) -> dict[str, Any]:
         out["augmentation"] = [c.str(a, f"recipe.augmentation[{i}]")
                                for i, a in enumerate(c.list(r["augmentation"], "recipe.augmentation", 64))]
     if "optimizer" in r and r["optimizer"] is not None:
-        out["optimizer"] = c.map(r["optimizer"], "recipe.optimizer")
+        out["optimizer"] = _optimizer(c, r["optimizer"])
+    return out
+
+
+def _optimizer(c: _Checker, obj: Any) -> dict[str, Any]:
+    o = c.map(obj, "recipe.optimizer")
+    out = dict(o)
+    for key in ("name", "schedule"):
+        if o.get(key) is not None:
+            out[key] = c.str(o[key], f"recipe.optimizer.{key}")
+    if o.get("lr") is not None:
+        out["lr"] = c.float(o["lr"], "recipe.optimizer.lr", 0.0, inclusive=False)
+    for key in ("momentum", "weight_decay"):
+        if o.get(key) is not None:
+            out[key] = c.float(o[key], f"recipe.optimizer.{key}", 0.0)
+    if o.get("warmup_epochs") is not None:
+        out["warmup_epochs"] = c.int(o["warmup_epochs"], "recipe.optimizer.warmup_epochs", 0, 2**31)
     return out
 
 
@@ -281,7 +389,11 @@ def _provenance(c: _Checker, obj: Any) -> dict[str, Any]:
     out = dict(p)
     for key in ("producer", "producer_version", "source_dataset", "content_hash"):
         out[key] = c.str(c.get(p, key, "provenance"), f"provenance.{key}")
+    if not re.fullmatch(CONTENT_HASH_PREFIX + "[0-9a-f]{64}", out["content_hash"]):
+        raise c.fail("provenance.content_hash", "expected 'sha256:' and 64 lowercase hex digits")
     out["parameters"] = c.map(p.get("parameters", {}), "provenance.parameters")
+    if out["parameters"].get("zca") is not None:
+        c.bool(out["parameters"]["zca"], "provenance.parameters.zca")
     return out
 
 

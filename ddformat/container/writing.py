@@ -1,19 +1,30 @@
-"""Writing the ``.dd`` container: lay out sections after the header, solve the bit account,
-and replace the destination atomically."""
+"""Writing the ``.dd`` container: plan the layout from the sections' lengths and checksums,
+check the header with the reader's own schema, then stream the file into a temporary file that
+atomically replaces the destination.
+
+Nothing is written before the header is complete and valid: the header holds every section's
+offset, length and CRC-32 and the SHA-256 of all payloads, which the encoded sections give
+without being copied. Writing then streams the preamble, header, padding and each payload in
+turn, so the file never exists as one buffer in memory.
+"""
 
 from __future__ import annotations
 
+import io
 import os
 import struct
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
-from ..limits import MAGIC, MAJOR, MINOR, PREAMBLE_SIZE
+from ..errors import LimitError, TruncatedError
+from ..limits import DEFAULT_LIMITS, MAGIC, MAJOR, MINOR, PREAMBLE_SIZE, Limits
 from .bits import bit_account
-from .header import Header, SectionEntry, encode_header
+from .header import Header, SectionEntry, decode_header, encode_header, parse_header
 from .layout import PREAMBLE, align, content_hash, crc32
 from .sections import EncodedSection
+
+WRITE_PIECE = 16 * 2**20
 
 
 def pack_preamble(header: bytes, file_length: int, major: int = MAJOR, minor: int = MINOR) -> bytes:
@@ -21,20 +32,67 @@ def pack_preamble(header: bytes, file_length: int, major: int = MAJOR, minor: in
     return pre + struct.pack("<I", crc32(pre))
 
 
-def build(dataset: dict[str, Any], provenance: dict[str, Any], recipe: dict[str, Any],
-          sections: Sequence[EncodedSection]) -> bytes:
-    """Lay out a complete file in memory. The bit account is solved to a fixed point because
-    it counts the header that contains it."""
-    provenance = {**provenance, "content_hash": content_hash([s.data for s in sections])}
+@dataclass(frozen=True)
+class Plan:
+    """A complete file before it is written: its preamble and header, and where each payload
+    goes. It serves reads like a byte source (``size``, ``read``, ``close``), so a reader can
+    open the file it describes before a single byte reaches the disk."""
+
+    head: bytes
+    entries: list[SectionEntry]
+    payloads: list[Any]
+    size: int
+
+    def pieces(self) -> Iterator[tuple[int, bytes | memoryview]]:
+        """(offset, bytes) of the file in order: preamble and header, zero padding, payloads."""
+        yield 0, self.head
+        pos = len(self.head)
+        for entry, payload in zip(self.entries, self.payloads):
+            if entry.offset > pos:
+                yield pos, bytes(entry.offset - pos)
+            yield entry.offset, memoryview(payload).cast("B")
+            pos = entry.offset + entry.length
+
+    def read(self, offset: int, length: int) -> bytes | memoryview:
+        """Bytes ``offset`` to ``offset + length`` of the planned file; a view, without copying,
+        when they lie within one payload."""
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise TruncatedError(f"read of {length} bytes past the end of a {self.size}-byte file", offset=offset)
+        parts = []
+        for start, piece in self.pieces():
+            lo, hi = max(offset, start), min(offset + length, start + len(piece))
+            if lo < hi:
+                parts.append(piece[lo - start:hi - start])
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def close(self) -> None:
+        pass
+
+    def write_to(self, f: BinaryIO) -> None:
+        for _, piece in self.pieces():
+            for a in range(0, len(piece), WRITE_PIECE):
+                f.write(piece[a:a + WRITE_PIECE])
+
+
+def plan(dataset: dict[str, Any], provenance: dict[str, Any], recipe: dict[str, Any],
+         sections: Sequence[EncodedSection], limits: Limits = DEFAULT_LIMITS) -> Plan:
+    """Lay out a file and check its header exactly as a reader will (:func:`parse_header` on the
+    encoded bytes), raising the reader's :class:`~ddformat.errors.HeaderError` or
+    :class:`~ddformat.errors.LimitError` naming the field. The bit account is solved to a
+    fixed point because it counts the header that contains it."""
+    payloads = [s.data for s in sections]
+    crcs = [crc32(p) for p in payloads]
+    provenance = {**provenance, "content_hash": content_hash(payloads)}
     header_length = 0
     for _ in range(16):
         offset = PREAMBLE_SIZE + header_length
         entries = []
-        for s in sections:
+        for s, crc in zip(sections, crcs):
             offset = align(offset, s.alignment)
-            entries.append(SectionEntry(s.kind, s.codec, s.component, offset, len(s.data), s.alignment,
-                                        crc32(s.data), s.required, s.params, s.class_bytes))
-            offset += len(s.data)
+            length = memoryview(s.data).nbytes
+            entries.append(SectionEntry(s.kind, s.codec, s.component, offset, length, s.alignment, crc,
+                                        s.required, s.params, s.class_bytes))
+            offset += length
         account = bit_account(header_length, offset, entries, dataset["num_classes"])
         header = encode_header(Header(dataset, entries, provenance, recipe, account))
         if len(header) == header_length:
@@ -42,32 +100,55 @@ def build(dataset: dict[str, Any], provenance: dict[str, Any], recipe: dict[str,
         header_length = len(header)
     else:
         raise RuntimeError("bit account did not reach a fixed point")
-    out = bytearray(offset)
-    out[:PREAMBLE_SIZE] = pack_preamble(header, offset)
-    out[PREAMBLE_SIZE:PREAMBLE_SIZE + header_length] = header
-    for e, s in zip(entries, sections):
-        out[e.offset:e.offset + e.length] = s.data
-    return bytes(out)
+    if header_length > limits.max_header_bytes:
+        raise LimitError(f"header of {header_length} bytes exceeds the limit of {limits.max_header_bytes}",
+                         section="header", field="header_length")
+    parse_header(decode_header(header), limits)
+    return Plan(pack_preamble(header, offset) + header, entries, payloads, offset)
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` so that ``path`` holds either its old content or all of the new, never a
-    mix: temp file in the same directory, fsync, rename, fsync the directory."""
+def build(dataset: dict[str, Any], provenance: dict[str, Any], recipe: dict[str, Any],
+          sections: Sequence[EncodedSection]) -> bytes:
+    """A complete file as bytes, through the same code that streams files to disk (for small
+    files such as test vectors)."""
+    out = io.BytesIO()
+    plan(dataset, provenance, recipe, sections).write_to(out)
+    return out.getvalue()
+
+
+def write_atomic(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
+    """Have ``write`` fill a new file so that ``path`` holds either its old content or all of
+    the new, never a mix: a temporary file in the same directory, fsync, rename, fsync the
+    directory. The file gets the permissions the umask gives (``0o666 & ~umask``), like any
+    newly created file. Errors name ``path``, not the temporary file."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    tmp = None
     try:
+        for _ in range(100):
+            candidate = directory / f".{path.name}.{os.urandom(6).hex()}.tmp"
+            try:
+                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+            except FileExistsError:
+                continue
+            tmp = candidate
+            break
+        else:
+            raise FileExistsError(f"no free temporary name next to {path}")
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from None
         raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
     return path
