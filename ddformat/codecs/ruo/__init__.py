@@ -82,7 +82,9 @@ plus one word's worth. No latent costs less than −log₂(1 − e^−8) ≈ 4.8
 WEIGHTS_PER_WORD = 2**7
 """The same bound for a network stream: a weight costs at least ~0.66 bits (scale ≥ ½), ≤ 49 a word."""
 _SYNTHESIS_PIXELS = 2**18
-"""Pixels synthesised per chunk: bounds the D₁-wide activations."""
+"""Pixels torch synthesises per chunk: bounds the D₁-wide activations on a device."""
+_NUMPY_PIXELS = 2**15
+"""Pixels per chunk of numpy synthesis, one chunk per core at a time (a few MB each)."""
 
 
 @dataclass
@@ -124,10 +126,10 @@ class RuoSamples:
         return decoder_shapes(self.scales, self.sample_shape[0], self.decoder_version)
 
 
-def _chunks(samples: RuoSamples) -> Iterator[tuple[int, int, np.ndarray]]:
-    """(first output row, slice index, integer latents) in chunks of about ``_SYNTHESIS_PIXELS``."""
+def _chunks(samples: RuoSamples, pixels: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(first output row, slice index, integer latents) in chunks of about ``pixels`` pixels."""
     _, h, w = samples.sample_shape
-    chunk, start = max(1, _SYNTHESIS_PIXELS // (h * w)), 0
+    chunk, start = max(1, pixels // (h * w)), 0
     for index, s in enumerate(samples.slices):
         for i in range(0, len(s.latents), chunk):
             yield start + i, index, s.latents[i:i + chunk]
@@ -135,12 +137,19 @@ def _chunks(samples: RuoSamples) -> Iterator[tuple[int, int, np.ndarray]]:
 
 
 def synthesize(samples: RuoSamples) -> np.ndarray:
-    """(N, C, H, W) float32 samples from integer latents and quantised decoders, with numpy."""
+    """(N, C, H, W) float32 samples from integer latents and quantised decoders, with numpy;
+    chunks of samples run on all cores (numpy releases the GIL in its kernels)."""
     _, h, w = samples.sample_shape
     out = np.empty((samples.num_samples, *samples.sample_shape), np.float32)
     tensors = [s.decoder_tensors() for s in samples.slices]
-    for start, index, z in _chunks(samples):
+
+    def run(chunk: tuple[int, int, np.ndarray]) -> None:
+        start, index, z = chunk
         out[start:start + len(z)] = synthesize_numpy(tensors[index], z, (h, w), samples.scales)
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        for _ in pool.map(run, _chunks(samples, _NUMPY_PIXELS)):
+            pass
     return out
 
 
@@ -155,7 +164,7 @@ def synthesize_tensor(samples: RuoSamples, device: Any = "cpu") -> Any:
     rows = CPU_ROWS if device.type == "cpu" else None
     tensors = [{k: torch.from_numpy(v).to(device) for k, v in s.decoder_tensors().items()} for s in samples.slices]
     with torch.no_grad():
-        for start, index, z in _chunks(samples):
+        for start, index, z in _chunks(samples, _SYNTHESIS_PIXELS):
             latents = split_scales(torch.from_numpy(z).to(device, torch.float32), h, w, samples.scales)
             out[start:start + len(z)] = synthesize_torch(tensors[index], latents, (h, w), rows)
     return out

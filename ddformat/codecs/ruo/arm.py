@@ -45,6 +45,13 @@ def _to_indices(m: np.ndarray, t: np.ndarray, floor_div):
     return mu, sigma
 
 
+BLAS_BLOCK = 2**18
+"""Multiply-adds per matrix product in :func:`integer_arm`: at most what OpenBLAS computes on the
+calling thread (it threads products with m·n·k > 2^18). The decoder already runs one slice group
+per core, and nested BLAS threads that busy-wait for each other made entropy decoding 3× slower
+on the 2-core machine of ``docs/benchmarks.md``; blocks this size cost a few per cent of calls."""
+
+
 def integer_arm(context: np.ndarray, layers: Sequence[tuple[np.ndarray, np.ndarray]],
                 step_exp: int | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """(μ index, σ index) as int64 for integer contexts (…, C).
@@ -54,7 +61,7 @@ def integer_arm(context: np.ndarray, layers: Sequence[tuple[np.ndarray, np.ndarr
     (S, …, C) and one ``step_exp`` per network. Every value stays an integer below 2^53 (module
     docstring), so float64 products and sums — in any order, with or without FMA — and the
     scaling by 2^-k before ``floor`` are exact: this is the fixed-point computation, done with
-    batched BLAS matrix products."""
+    BLAS matrix products in blocks of rows (:data:`BLAS_BLOCK`)."""
     single = np.ndim(layers[0][0]) == 2
     if single:
         context, layers, step_exp = context[None], [(w[None], b[None]) for w, b in layers], [step_exp]
@@ -63,14 +70,21 @@ def integer_arm(context: np.ndarray, layers: Sequence[tuple[np.ndarray, np.ndarr
     k = np.asarray(step_exp, dtype=np.float64).reshape(count, 1, 1)
     scale = np.exp2(-k)
     half = np.where(k > 0, np.exp2(k - 1), 0.0)
-    for i, (w, b) in enumerate(layers):
-        a = np.matmul(a, np.swapaxes(np.asarray(w, np.float64), 1, 2))
-        a += np.asarray(b, np.float64)[:, None, :] * 2**FRAC + half
-        a *= scale
-        np.floor(a, out=a)
-        np.clip(a, 0 if i < len(layers) - 1 else -ACT_LIMIT, ACT_LIMIT, out=a)
-    a = a.astype(np.int64).reshape(*shape, 2)
-    mu, sigma = _to_indices(a[..., 0], a[..., 1], np.floor_divide)
+    weights = [np.ascontiguousarray(np.swapaxes(w, 1, 2), dtype=np.float64) for w, _ in layers]
+    offsets = [np.asarray(b, np.float64)[:, None, :] * 2**FRAC + half for _, b in layers]
+    block = max(1, BLAS_BLOCK // max(w.shape[1] * w.shape[2] for w in weights))
+    out = np.empty((count, a.shape[1], 2))
+    for start in range(0, a.shape[1], block):
+        x = a[:, start:start + block]
+        for i, (w, offset) in enumerate(zip(weights, offsets)):
+            x = np.matmul(x, w)
+            x += offset
+            x *= scale
+            np.floor(x, out=x)
+            np.clip(x, 0 if i < len(weights) - 1 else -ACT_LIMIT, ACT_LIMIT, out=x)
+        out[:, start:start + block] = x
+    out = out.astype(np.int64).reshape(*shape, 2)
+    mu, sigma = _to_indices(out[..., 0], out[..., 1], np.floor_divide)
     return (mu[0], sigma[0]) if single else (mu, sigma)
 
 

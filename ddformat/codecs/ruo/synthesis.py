@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .arm import BLAS_BLOCK
 from .grid import scale_shapes
 
 DECODER_VERSIONS = {
@@ -30,7 +31,7 @@ DECODER_VERSIONS = {
 UPSAMPLE_KERNEL = 8
 UPSAMPLE_PADDING = (UPSAMPLE_KERNEL - 2) // 2
 CPU_ROWS = 2048
-"""Pixels per block of the 1×1 stack on a CPU: keeps D₁-wide activations in cache."""
+"""Pixels per block of torch's 1×1 stack on a CPU: keeps D₁-wide activations in cache."""
 
 
 def decoder_shapes(scales: int, channels: int, version: str) -> dict[str, tuple[int, ...]]:
@@ -86,10 +87,12 @@ def _residual_numpy(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.n
 
 
 def synthesize_numpy(params: Mapping[str, np.ndarray], latents: np.ndarray, size: tuple[int, int],
-                     scales: int, rows: int = CPU_ROWS) -> np.ndarray:
+                     scales: int) -> np.ndarray:
     """(n, C, H, W) float32 samples of integer latents (n, M) through one decoder's float32
     tensors (names of :func:`decoder_shapes`). The 1×1 stack runs as matrix products over
-    channels-last pixels, ``rows`` pixels at a time through reused buffers."""
+    channels-last pixels through reused buffers, in blocks of pixels small enough that BLAS
+    computes each product on the calling thread (:data:`~.arm.BLAS_BLOCK`): callers run chunks
+    of samples on all cores, and threaded BLAS under them was 4× slower on 2 busy cores."""
     h, w = size
     shapes = scale_shapes(h, w, scales)
     z = np.asarray(latents, np.float32)
@@ -104,6 +107,7 @@ def synthesize_numpy(params: Mapping[str, np.ndarray], latents: np.ndarray, size
         planes[..., level] = x
     pixels = planes.reshape(n * h * w, scales)
     *hidden, last = [(wt.reshape(len(wt), -1).T, b) for wt, b in _layers(params, "synthesis.pointwise.")]
+    rows = max(1, BLAS_BLOCK // max(wt.shape[0] * wt.shape[1] for wt, _ in (*hidden, last)))
     y = np.empty((len(pixels), last[0].shape[1]), np.float32)
     buffers = [np.empty((min(rows, len(pixels)), wt.shape[1]), np.float32) for wt, _ in hidden]
     for i in range(0, len(pixels), rows):
