@@ -48,7 +48,6 @@ from .arm import (
     SIGMAS,
     WEIGHT_LIMIT,
     integer_arm,
-    integer_arm_numpy,
     laplace_parameters,
 )
 from .grid import latents_per_sample, scale_shapes, schedule, split_scales
@@ -183,7 +182,7 @@ def _latent_parameters(samples: RuoSamples, s: RuoSlice) -> tuple[np.ndarray, np
     _, steps = schedule(h, w, samples.scales, samples.context)
     order = np.concatenate([st.positions for st in steps])
     neighbours = np.concatenate([st.neighbours for st in steps])
-    mu, sigma = integer_arm_numpy(_contexts(s.latents, neighbours), s.arm, s.arm_step)
+    mu, sigma = integer_arm(_contexts(s.latents, neighbours), s.arm, s.arm_step)
     mean, scale = laplace_parameters(mu, sigma)
     bounds = np.cumsum([0] + [len(st.positions) for st in steps])
     symbols = s.latents[:, order]

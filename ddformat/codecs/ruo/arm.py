@@ -90,8 +90,8 @@ def integer_arm(context: np.ndarray, layers: Sequence[tuple[np.ndarray, np.ndarr
 
 def integer_arm_numpy(context: np.ndarray, layers: Sequence[tuple[np.ndarray, np.ndarray]],
                       step_exp: int) -> tuple[np.ndarray, np.ndarray]:
-    """The same computation in int64 arithmetic: an independent reference for :func:`integer_arm`
-    (and what the encoder uses)."""
+    """The same computation in int64 arithmetic: the independent reference the tests hold
+    :func:`integer_arm` to (exact, but numpy's integer matrix products do not use BLAS)."""
     a = context.astype(np.int64) * 2**FRAC
     half = 2 ** (step_exp - 1) if step_exp > 0 else 0
     for i, (w, b) in enumerate(layers):
