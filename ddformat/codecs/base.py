@@ -33,7 +33,8 @@ class SamplesCodec(Protocol):
         """(N, sample_shape, sample_dtype) of what :meth:`encode` would store."""
 
     def take(self, samples: Any, order: np.ndarray) -> Any:
-        """The samples reordered (the writer groups them by class)."""
+        """The samples reordered (the writer groups them by class); may be a lazy view that
+        :meth:`encode` reads in order, so that saving does not copy the caller's arrays."""
 
     def encode(self, samples: Any, layout: Layout, groups: list[int] | None,
                **options: Any) -> list[EncodedSection]: ...

@@ -29,12 +29,12 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .augment import build_augmentation, cutmix
+from ..container.header import REGIMES
 from ..torch.dataset import DeviceLoader, DistilledDataset
 from ..torch.losses import soft_kl, weighted_cross_entropy
+from .augment import build_augmentation, cutmix
 from .models import canonical_architecture
 
-REGIMES = ("hl", "sl", "sl+kd")
 OPTIMIZERS = ("sgd", "adamw", "adam")
 SCHEDULES = ("cosine", "step", "constant")
 
