@@ -22,15 +22,29 @@ class FormatError(Exception):
         self.section = section
         self.field = field
         self.offset = offset
-        where = []
-        if section is not None:
-            where.append(f"section {section!r}")
-        if field is not None:
-            where.append(f"field {field!r}")
-        if offset is not None:
-            where.append(f"offset {offset}")
+        self.path: str | None = None
         self.reason = message
-        super().__init__(f"{message} ({', '.join(where)})" if where else message)
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        where = []
+        if self.path is not None:
+            where.append(f"file {self.path!r}")
+        if self.section is not None:
+            where.append(f"section {self.section!r}")
+        if self.field is not None:
+            where.append(f"field {self.field!r}")
+        if self.offset is not None:
+            where.append(f"offset {self.offset}")
+        return f"{self.reason} ({', '.join(where)})" if where else self.reason
+
+    def in_file(self, path: str) -> "FormatError":
+        """Name the file as its user gave it (path or URL). Readers add it where they catch the
+        error, because codecs that raise it do not know which file they decode."""
+        if self.path is None:
+            self.path = path
+            self.args = (self._describe(),)
+        return self
 
 
 class MagicError(FormatError):

@@ -7,9 +7,10 @@ numpy: reading needs no torch (:mod:`ddformat.torch` turns files into tensors on
 
 from __future__ import annotations
 
+import functools
 import math
 import os
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
@@ -22,11 +23,31 @@ from .errors import FormatError, HeaderError, LimitError
 from .limits import DEFAULT_LIMITS, SAMPLE_DTYPES, Limits
 from .weighting import loss_weights
 
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _names_file(method: _Method) -> _Method:
+    """Errors from ``method`` name the file as the user gave it (codecs do not know it)."""
+
+    @functools.wraps(method)
+    def wrapper(self: "DDFile", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except FormatError as exc:
+            if self.location is not None:
+                exc.in_file(self.location)
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
 
 class DDFile:
     """An open ``.dd`` file. Use as a context manager, or call :meth:`close`."""
 
+    @_names_file
     def __init__(self, location: str | os.PathLike[str] | ByteSource, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.location: str | None = (os.fspath(location) if isinstance(location, (str, os.PathLike))
+                                     else getattr(location, "name", None))
         self.container = Container(location, codecs.is_known, limits)
         try:
             self._check_semantics()
@@ -77,6 +98,7 @@ class DDFile:
         return self.container.size
 
     @property
+    @_names_file
     def label_kind(self) -> str:
         """``"hard"`` (class indices) or ``"soft"`` (probability vectors)."""
         return self._codec("labels").label_kind
@@ -98,6 +120,13 @@ class DDFile:
                 raise HeaderError("file has no such section, which every file needs", section=kind)
         for kind in codecs.KINDS:
             if kind in entries and not entries[kind].required:
+                raise HeaderError("a section of this kind must be marked required", section=kind,
+                                  field="required")
+        samples_codec = self._codec("samples")
+        for kind in samples_codec.aux_kinds:
+            if kind not in entries:
+                raise HeaderError(f"the {samples_codec.name!r} samples codec needs this section", section=kind)
+            if not entries[kind].required:
                 raise HeaderError("a section of this kind must be marked required", section=kind,
                                   field="required")
         d = self.dataset
@@ -127,11 +156,13 @@ class DDFile:
         return codecs.lookup(kind, section.codec), section
 
     # ------------------------------------------------------------------ payloads
+    @_names_file
     def samples(self) -> np.ndarray:
         """All samples in stored order and dtype, shape (N, *sample_shape)."""
         codec, section = self._section("samples")
         return self._checked_samples(codec.decode(section, self.layout, self.container.section))
 
+    @_names_file
     def decode_samples(self, decode: Callable[[Any, Section, Layout, Callable[[str], Section]], Any]) -> Any:
         """Samples through ``decode(codec, section, layout, aux)`` instead of the codec's own
         numpy path: how the torch layer has a codec decode straight onto a device."""
@@ -143,6 +174,7 @@ class DDFile:
             raise FormatError(f"decoded samples have shape {tuple(x.shape)}", section="samples")
         return x
 
+    @_names_file
     def labels(self) -> np.ndarray:
         """(N,) int64 class indices, or (N, K) float32 probabilities."""
         if self._labels is None:
@@ -150,11 +182,13 @@ class DDFile:
             self._labels = codec.decode(section, self.layout)
         return self._labels
 
+    @_names_file
     def classes(self) -> np.ndarray:
         """Class of each sample: the hard label, or the arg-max of the soft label."""
         y = self.labels()
         return y if y.ndim == 1 else y.argmax(axis=1)
 
+    @_names_file
     def stored_weights(self) -> np.ndarray | None:
         """Per-sample values as stored (counts or floats), before the weighting scheme."""
         if not self.container.has("weights"):
@@ -162,6 +196,7 @@ class DDFile:
         codec, section = self._section("weights")
         return np.asarray(codec.decode(section, self.layout))
 
+    @_names_file
     def zca(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The stored ZCA whitening ``(mean (D,), matrix (D, D))`` of the samples' space, if any."""
         if not self.container.has("zca"):
@@ -169,6 +204,7 @@ class DDFile:
         codec, section = self._section("zca")
         return codec.decode(section, self.layout)
 
+    @_names_file
     def loss_weights(self) -> np.ndarray:
         """Per-sample loss weights: the recipe's scheme applied, globally normalised if it says so."""
         w = self.recipe["weighting"]
@@ -179,12 +215,23 @@ class DDFile:
             raise FormatError(f"stored weights cannot be turned into loss weights: {exc}", section="weights",
                               field="recipe.weighting") from None
 
-    def verify(self) -> None:
-        """Check every checksum and the content hash, and decode everything once."""
+    @_names_file
+    def verify_content_hash(self) -> None:
+        """Check ``provenance.content_hash`` against the sections (spec § 6); a
+        :class:`~ddformat.errors.ChecksumError` if it differs. Sections already read were
+        hashed as they were read, so after decoding everything this reads only what was not
+        needed (unknown optional sections, say)."""
         self.container.verify_content_hash()
-        self.samples()
-        self.loss_weights()
-        self.zca()
+
+    @_names_file
+    def verify(self) -> None:
+        """Check a whole file in the order of spec § 6: every section's CRC-32 and the content
+        hash, then decode every section this reader knows, in table order."""
+        self.verify_content_hash()
+        decoders = {"samples": self.samples, "labels": self.labels, "weights": self.loss_weights, "zca": self.zca}
+        for entry in self.header.sections:
+            if entry.kind in decoders:
+                decoders[entry.kind]()
 
     def close(self) -> None:
         self.container.close()

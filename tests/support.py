@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import zlib
 from types import SimpleNamespace
 from typing import Any, Callable
 
@@ -47,11 +48,20 @@ def split_header(data: bytes) -> tuple[dict[str, Any], bytes]:
 
 
 def reseal(data: bytes, edit: Callable[[dict[str, Any]], None], rebits: bool = False) -> bytes:
-    """Edit the header and re-lay the file so that every CRC and offset (and, with ``rebits``,
-    the bit account) stays consistent."""
+    """Edit the header and re-lay the file so that every CRC, offset and length, the content
+    hash (unless ``edit`` set it) and, with ``rebits``, the bit account stay consistent. An
+    edit may reorder, drop or copy entries of ``header["sections"]``: each keeps its payload
+    (a new entry has none)."""
     header, _ = split_header(data)
-    bodies = [data[s["offset"]:s["offset"] + s["length"]] for s in header["sections"]]
+    for s in header["sections"]:
+        s["_body"] = data[s["offset"]:s["offset"] + s["length"]]
+    stored_hash = header["provenance"]["content_hash"]
     edit(header)
+    bodies = [s.pop("_body", b"") for s in header["sections"]]
+    for s, body in zip(header["sections"], bodies):
+        s["length"], s["crc32"] = len(body), zlib.crc32(body) & 0xFFFFFFFF
+    if header["provenance"].get("content_hash") == stored_hash:
+        header["provenance"]["content_hash"] = "sha256:" + hashlib.sha256(b"".join(bodies)).hexdigest()
     raw = b""
     for _ in range(8):
         pos = PREAMBLE_SIZE + len(raw)

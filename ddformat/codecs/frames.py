@@ -90,6 +90,19 @@ def check_decoded_size(section: Section, nbytes: int, max_bytes: int, what: str)
                          section=section.kind, field="max_decoded_bytes")
 
 
+def check_class_bytes(section: Section, attributed: Sequence[int] | None) -> None:
+    """``class_bytes`` must say exactly what the codec attributes to each class (spec § 3): the
+    bit account charges a class for them, so a stale list misreports every class's bits. With
+    ``attributed=None`` (nothing belongs to one class alone) they must be absent; with one class
+    they may be absent, which gives the same account."""
+    got = None if section.class_bytes is None else list(section.class_bytes)
+    want = None if attributed is None else [int(b) for b in attributed]
+    if got != want and not (got is None and want is not None and len(want) == 1):
+        expected = "absent" if want is None else str(want)
+        raise DecodeError(f"class_bytes are {got}, the payload makes them {expected}", section=section.kind,
+                          field="class_bytes")
+
+
 def check_groups(groups: Sequence[int] | None, num_rows: int, num_classes: int) -> list[int] | None:
     """Encoder-side check that ``groups`` are per-class counts covering all rows in order."""
     if groups is None:
@@ -309,7 +322,9 @@ def pack_rows(rows: np.ndarray, groups: Sequence[int] | None, level: int,
 def unpack_rows(section: Section, num_rows: int, row_bytes: int, num_groups: int, max_bytes: int,
                 filters: dict[str, int]) -> tuple[str, np.ndarray]:
     """Validate the params written by :func:`pack_rows` and return (filter name, filtered rows).
-    ``filters`` maps each filter name allowed here to its shuffle element size."""
+    ``filters`` maps each filter name allowed here to its shuffle element size. With one frame
+    per group (``num_groups`` of them: the classes), frame g holds the rows of class g and
+    ``class_bytes`` must equal ``frames``; a single frame belongs to no class alone."""
     name = choice_param(section, "filter", tuple(filters))
     compression = choice_param(section, "compression", COMPRESSIONS)
     frames = int_list_param(section, "frames", (1, num_groups))
@@ -319,6 +334,7 @@ def unpack_rows(section: Section, num_rows: int, row_bytes: int, num_groups: int
                           section=section.kind, field="params.frame_rows")
     rows = decompress_rows(section, frames, frame_rows, row_bytes, max_bytes,
                            compression=compression, shuffle=filters[name])
+    check_class_bytes(section, frames if len(frames) == num_groups else None)
     return name, rows
 
 

@@ -15,6 +15,7 @@ from ..errors import DecodeError
 from .base import EncodedSection, Layout, Section, group_counts
 from .frames import (
     ans_decode,
+    check_class_bytes,
     check_decoded_size,
     pack_coded,
     section_bytes,
@@ -66,6 +67,7 @@ class GroupedLabels:
     def decode(self, section: Section, layout: Layout) -> np.ndarray:
         check_decoded_size(section, 8 * layout.num_samples, layout.max_decoded_bytes, "labels")
         counts = varint_decode(section, section_bytes(section), layout.num_classes, "data")
+        check_class_bytes(section, varint_lengths(counts).tolist())
         _check_total(section, counts, layout.num_samples, "data")
         return np.repeat(np.arange(layout.num_classes, dtype=np.int64), counts)
 
@@ -88,6 +90,7 @@ class IndexLabels:
 
     def decode(self, section: Section, layout: Layout) -> np.ndarray:
         check_decoded_size(section, 8 * layout.num_samples, layout.max_decoded_bytes, "labels")
+        check_class_bytes(section, None)
         (counts,), words = unpack_coded(section, [layout.num_classes])
         _check_total(section, counts, layout.num_samples, "data.tables")
         (labels,) = ans_decode(section, words, [counts], "data.words")

@@ -24,6 +24,7 @@ from ..errors import DecodeError
 from .base import EncodedSection, Layout, Section
 from .frames import (
     ans_decode,
+    check_class_bytes,
     check_decoded_size,
     check_groups,
     choice_param,
@@ -221,6 +222,7 @@ class TopKSoftLabels:
             raise DecodeError(f"expected {_level_tables(k, bits)} level tables for k={k}, bits={bits}",
                               section=section.kind, field="params.level_tables")
         check_decoded_size(section, 4 * n * num_classes + 24 * n * k, layout.max_decoded_bytes, "soft labels")
+        check_class_bytes(section, None)
         tables, words = unpack_coded(section, [num_classes] + [scale + 1] * tables_n)
         per_table = n * k // tables_n
         for t, (counts, want) in enumerate(zip(tables, [n * k] + [per_table] * tables_n)):

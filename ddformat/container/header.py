@@ -99,21 +99,52 @@ def _reject_ext(code: int, data: bytes) -> Any:
     raise HeaderError(f"msgpack extension type {code} is not allowed", section="header")
 
 
+class _Pairs(list):
+    """A decoded msgpack map as its key-value pairs, before duplicates are ruled out."""
+
+
 def decode_header(data: bytes) -> Any:
-    """Decode header bytes whose length the caller has already checked against the limit."""
+    """Decode header bytes whose length the caller has already checked against the limit.
+
+    msgpack allows a map to repeat a key, and a dict would keep the last value silently, so two
+    readers could disagree on what a file says: maps are decoded as pairs and refused if a key
+    repeats or is not a string. Maps and arrays nest at most :data:`MAX_NESTING` deep, the
+    top-level map counting as depth 1 (``spec/format.md`` § 6)."""
     try:
-        return msgpack.unpackb(
+        obj = msgpack.unpackb(
             data,
             raw=False,
-            strict_map_key=True,
+            strict_map_key=False,
             use_list=True,
             ext_hook=_reject_ext,
+            object_pairs_hook=_Pairs,
         )
     except HeaderError:
         raise
     except (ValueError, TypeError, msgpack.exceptions.ExtraData, msgpack.exceptions.UnpackException,
             RecursionError) as exc:
         raise HeaderError(f"header is not a single valid msgpack value: {exc}", section="header") from None
+    return _as_dicts(obj, "", 1)
+
+
+def _as_dicts(obj: Any, path: str, depth: int) -> Any:
+    if isinstance(obj, _Pairs):
+        if depth > MAX_NESTING:
+            raise HeaderError(f"maps and arrays nest deeper than {MAX_NESTING}", section="header", field=path)
+        out: dict[str, Any] = {}
+        for key, value in obj:
+            if not isinstance(key, str):
+                raise HeaderError(f"map key {key!r} is not a string", section="header", field=path or None)
+            where = f"{path}.{key}" if path else key
+            if key in out:
+                raise HeaderError("map key appears twice", section="header", field=where)
+            out[key] = _as_dicts(value, where, depth + 1)
+        return out
+    if isinstance(obj, list):
+        if depth > MAX_NESTING:
+            raise HeaderError(f"maps and arrays nest deeper than {MAX_NESTING}", section="header", field=path)
+        return [_as_dicts(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(obj)]
+    return obj
 
 
 MSGPACK_INT_RANGE = (-(2**63), 2**64 - 1)

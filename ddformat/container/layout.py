@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 from ..errors import (
     BitAccountError,
     ChecksumError,
-    FormatError,
+    HeaderError,
     LayoutError,
     LimitError,
     MagicError,
@@ -69,6 +69,11 @@ class Container:
             self.close()
             raise
         self.entries = {e.kind: e for e in self.header.sections}
+        self._table_index = {e.kind: i for i, e in enumerate(self.header.sections)}
+        self._hash = hashlib.sha256()
+        self._hashed = 0
+        self._ahead: dict[int, bytes | memoryview] = {}
+        self._hash_verified = False
 
     @property
     def size(self) -> int:
@@ -139,17 +144,35 @@ class Container:
         """Read one section and verify its CRC-32 before anyone decodes it."""
         e = self.entries.get(kind)
         if e is None:
-            raise FormatError("file has no such section", section=kind)
+            raise HeaderError("file has no such section", section=kind)
         data = self.source.read(e.offset, e.length)
         if crc32(data) != e.crc32:
             raise ChecksumError("section CRC-32 mismatch", section=kind, offset=e.offset)
+        self._feed(self._table_index[kind], data)
         return Section(e.kind, e.codec, e.component, e.offset, e.length, e.params, data, e.class_bytes)
 
+    def _feed(self, index: int, data: bytes | memoryview) -> None:
+        """Hash payloads in table order as they are read, whatever order they are read in: a
+        section read ahead of its turn waits (and is released) until those before it are read."""
+        if index < self._hashed or index in self._ahead:
+            return
+        self._ahead[index] = data
+        while self._hashed in self._ahead:
+            self._hash.update(self._ahead.pop(self._hashed))
+            self._hashed += 1
+
     def verify_content_hash(self) -> None:
-        payloads = [self.section(e.kind).data for e in self.header.sections]
-        if content_hash(payloads) != self.header.provenance["content_hash"]:
+        """Check ``provenance.content_hash`` (spec § 6). Sections already read were hashed then;
+        only the others are read now, so a consumer that decodes everything reads nothing twice."""
+        if self._hash_verified:
+            return
+        sections = self.header.sections
+        while self._hashed < len(sections):
+            self.section(sections[self._hashed].kind)
+        if "sha256:" + self._hash.hexdigest() != self.header.provenance["content_hash"]:
             raise ChecksumError("content hash does not match the sections", section="header",
                                 field="provenance.content_hash")
+        self._hash_verified = True
 
     def close(self) -> None:
         self.source.close()

@@ -78,6 +78,7 @@ class DistilledDataset(Dataset):
             self.samples, self.normalized = to_model_units(samples_tensor(file, self.device), file.dataset, normalize)
             self.labels: torch.Tensor = torch.from_numpy(file.labels()).to(self.device)
             self.weights: torch.Tensor = torch.from_numpy(file.loss_weights()).to(self.device)
+            file.verify_content_hash()
 
     @property
     def classes(self) -> list[str]:

@@ -674,5 +674,6 @@ def test_params_survive_msgpack_unchanged(name):
 def test_memoryview_payloads_decode():
     e, lay = _samples()
     buf = memoryview(b"\x00" * 7 + e.data)[7:]
-    out = PIXELS.decode(Section(e.kind, e.codec, e.component, 0, len(e.data), e.params, buf), lay, None)
+    out = PIXELS.decode(Section(e.kind, e.codec, e.component, 0, len(e.data), e.params, buf, e.class_bytes), lay,
+                        None)
     assert out.shape == (6, 1, 8, 8)
