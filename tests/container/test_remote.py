@@ -1,8 +1,10 @@
-"""Files served over HTTP are read with range requests, never downloaded whole to open them."""
+"""Files served over HTTP are read with range requests, never downloaded whole to open them;
+when that cannot work, the error names the URL, the cause and what to do."""
 
 from __future__ import annotations
 
 import re
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -12,15 +14,14 @@ import pytest
 import torch
 
 import ddformat
-
-pytest.importorskip("fsspec")
-pytest.importorskip("aiohttp")
+from ddformat.errors import ChecksumError
 
 
 class _RangeServer:
-    """A loopback HTTP server that honours ``Range: bytes=a-b`` and counts the bytes it sends."""
+    """A loopback HTTP server that honours ``Range: bytes=a-b`` (unless ``ranges=False``: then it
+    sends the whole file, as some servers do) and counts the bytes it sends."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, ranges: bool = True) -> None:
         server = self
         self.bytes_sent = 0
         self.range_requests = 0
@@ -49,7 +50,7 @@ class _RangeServer:
                     self.send_error(404)
                     return
                 match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-                if match:
+                if match and ranges:
                     start = int(match[1])
                     end = min(int(match[2]) if match[2] else len(data) - 1, len(data) - 1)
                     chunk = data[start:end + 1]
@@ -105,7 +106,42 @@ def test_distilled_dataset_loads_from_url(served):
     assert torch.equal(remote.samples, local.samples) and torch.equal(remote.weights, local.weights)
 
 
-def test_missing_url_is_an_error_not_a_hang(served):
+def test_missing_url_names_the_url_and_the_404(served):
     server, _ = served
-    with pytest.raises((FileNotFoundError, OSError)):
-        ddformat.open(f"{server.url}/absent.dd")
+    url = f"{server.url}/absent.dd"
+    with pytest.raises(FileNotFoundError, match="HTTP 404") as info:
+        ddformat.open(url)
+    assert info.value.filename == url and url in str(info.value)
+
+
+def test_refused_connection_names_the_url():
+    with socket.socket() as s:  # a port nobody listens on once this socket is closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/set.dd"
+    with pytest.raises(ConnectionRefusedError, match="connection refused") as info:
+        ddformat.open(url)
+    assert info.value.filename == url
+
+
+def test_server_without_range_support_says_to_download_the_file_first(served):
+    _, path = served
+    server = _RangeServer(path.parent, ranges=False)
+    try:
+        url = f"{server.url}/set.dd"
+        with pytest.raises(OSError, match="does not support HTTP range requests.*download the file first") as info:
+            ddformat.open(url)
+        assert info.value.filename == url
+    finally:
+        server.close()
+
+
+def test_format_errors_over_http_name_the_url(served):
+    server, path = served
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1  # the last section's CRC-32 no longer matches
+    (path.parent / "bad.dd").write_bytes(bytes(data))
+    url = f"{server.url}/bad.dd"
+    with ddformat.open(url) as f:
+        with pytest.raises(ChecksumError, match=re.escape(f"file '{url}'")):
+            f.verify()
