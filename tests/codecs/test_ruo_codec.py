@@ -198,6 +198,28 @@ def test_inconsistent_ruo_params_raise_format_errors(tmp_path):
         _refusal(tmp_path / "e.dd")
 
 
+def test_class_bytes_must_be_the_streams_of_each_class_in_every_section(tmp_path):
+    samples = random_samples([2, 1, 2], shape=(1, 6, 6), scales=3)
+    base = ddformat.save(tmp_path / "r.dd", samples, np.array([0, 0, 1, 2, 2])).read_bytes()
+
+    def edit(index, change):
+        return lambda h: h["sections"][index].update(class_bytes=change(h["sections"][index]["class_bytes"]))
+
+    edits = {
+        "swapped": edit(0, lambda b: [b[1], b[0], b[2]]),
+        "stale": edit(2, lambda b: [b[0] + 4, b[1] - 4, b[2]]),
+        "merged": edit(1, lambda b: [b[0] + b[1], 0, b[2]]),
+        "dropped": edit(2, lambda b: None),
+    }
+    for name, change in edits.items():
+        (tmp_path / "e.dd").write_bytes(reseal(base, change, rebits=True))
+        error = _refusal(tmp_path / "e.dd")
+        assert isinstance(error, ddformat.errors.DecodeError) and error.field == "class_bytes", (name, error)
+    with ddformat.open(tmp_path / "r.dd") as f:
+        assert [e.class_bytes for e in f.header.sections[:3]] == [e.params["frames"] for e in f.header.sections[:3]]
+        f.verify()
+
+
 CRAFTED = """
 import sys, time
 import ddformat

@@ -41,7 +41,7 @@ import numpy as np
 
 from ...errors import DecodeError
 from ..base import AuxReader, EncodedSection, Layout, Section, param
-from ..frames import check_decoded_size, int_list_param, int_param, section_bytes
+from ..frames import check_class_bytes, check_decoded_size, int_list_param, int_param, section_bytes
 from .arm import (
     LATENT_RANGE,
     MAX_INPUTS,
@@ -389,6 +389,22 @@ class RuoCodec:
         check_decoded_size(section, work, layout.max_decoded_bytes, "ruo latents, schedule and samples")
         return RuoSamples((c, h, w), scales, context, width, depth, version, []), sizes
 
+    def _check_class_bytes(self, sections: Sequence[Section], count: int, num_classes: int) -> None:
+        """``class_bytes``, when the encoder wrote them, are per-class sums of whole streams: the
+        slices form one run per class, in class order, and each section charges a class the
+        streams of its run (spec § 3.6). A slice belongs to the first class whose cumulative
+        bytes reach the slice's end in the first section that states them (``ruo.arm``, whose
+        streams are never empty, when it does); every section, that one included, must then
+        state exactly its sums."""
+        lengths = [int_list_param(s, "frames", (count,)) for s in sections]
+        stated = [i for i, s in enumerate(sections) if s.class_bytes is not None]
+        if not stated:
+            return
+        bounds = np.cumsum(sections[stated[0]].class_bytes, dtype=np.int64)
+        classes = np.searchsorted(bounds, np.cumsum(lengths[stated[0]], dtype=np.int64), side="left")
+        for s, frames in zip(sections, lengths):
+            check_class_bytes(s, np.bincount(classes, weights=frames, minlength=num_classes).astype(np.int64).tolist())
+
     def _frames(self, section: Section, count: int) -> list[memoryview]:
         data = section_bytes(section)
         lengths = int_list_param(section, "frames", (count,))
@@ -449,6 +465,7 @@ class RuoCodec:
         """Entropy-decode latents and networks (bit-exact), without synthesis."""
         config, sizes = self._config(section, layout)
         arm_section, decoder_section = aux("ruo.arm"), aux("ruo.decoder")
+        self._check_class_bytes([arm_section, decoder_section, section], len(sizes), layout.num_classes)
         arm_shapes = [shape for pair in config.arm_shapes() for shape in (pair, (pair[0],))]
         decoder_shapes = config.decoder_shapes()
         arms = self._networks(arm_section, arm_shapes, len(sizes))
