@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from ddformat.codecs.ruo.grid import (
     scale_shapes,
     schedule,
     wavefront_slope,
+    wavefront_steps,
 )
 from ddformat.limits import Limits
 from ddformat.torch import samples_tensor
@@ -146,9 +148,9 @@ def _spec_order(h: int, w: int, scales: int, context: int) -> list[tuple[list[in
 
 
 def test_wavefront_schedule_is_the_spec_order_and_decodes_each_latent_after_its_neighbours():
-    for h, w, scales, context in ((28, 28, 5, 8), (7, 13, 3, 24), (9, 1, 2, 3), (1, 9, 3, 64)):
+    for h, w, scales, context in ((28, 28, 5, 8), (7, 13, 3, 24), (9, 1, 2, 3), (1, 9, 3, 64), (13, 2, 2, 16)):
         m, steps = schedule(h, w, scales, context)
-        assert m == latents_per_sample(h, w, scales)
+        assert m == latents_per_sample(h, w, scales) and len(steps) == wavefront_steps(h, w, scales, context)
         expected = _spec_order(h, w, scales, context)
         assert [(st.positions.tolist(), st.neighbours.tolist()) for st in steps] == expected
         done: set[int] = set()
@@ -270,6 +272,23 @@ def test_channel_counts_the_decoder_stream_cannot_hold_are_refused_before_decodi
         (tmp_path / "wide.dd").write_bytes(reseal(base, wide, rebits=True))
         error = _refusal(tmp_path / "wide.dd", raised)
         assert isinstance(error, ddformat.errors.DecodeError) and error.field == field, error
+
+
+def test_tall_thin_grids_whose_decoding_would_be_per_step_overhead_are_refused(tmp_path):
+    """1×4096×6 on the 2 KB vector: 14,341 wavefront steps of 2 latents took 3.9 s to fail."""
+    raised = Limits(max_expansion=2**40)
+    for shape in ([1, 4096, 6], [1, 65536, 1]):
+        def thin(h, shape=shape):
+            h["dataset"]["sample_shape"] = shape
+
+        (tmp_path / "thin.dd").write_bytes(reseal(VECTOR.read_bytes(), thin, rebits=True))
+        start = time.perf_counter()
+        error = _refusal(tmp_path / "thin.dd", raised)
+        assert time.perf_counter() - start < 0.5
+        assert isinstance(error, ddformat.errors.DecodeError) and error.field == "dataset.sample_shape", error
+    thin_samples = RuoSamples((1, 4096, 6), 3, 4, 3, 1, "v4-40", [])
+    with pytest.raises(ValueError, match="wavefront steps"):
+        ddformat.save(tmp_path / "never.dd", thin_samples, np.zeros(0, np.int64), num_classes=1)
 
 
 def test_slices_of_very_unequal_sizes_decode_in_memory_proportional_to_their_latents(tmp_path):

@@ -10,13 +10,13 @@ synthesis); by default one slice per class. The file holds three sections:
   slice, the network's integer weights (step 2^-k) as one ANS stream under a zero-mean discrete
   Laplace whose scale and range are stored in the params.
 
-Decoding needs numpy and constriction only. It runs slices of equal size in lockstep, one group
-per core: per wavefront step, one batched integer-ARM call over a group's slices, samples and
+Decoding needs numpy and constriction only. It runs groups of slices of about one size in
+lockstep: per wavefront step, one batched integer-ARM call over a group's slices, samples and
 positions and one batched ``constriction`` decode per slice; then it synthesises every slice
 (:func:`synthesize`, numpy; :func:`synthesize_tensor` on a torch device). Every number that
 sizes this work is checked first (:data:`CONFIG_LIMITS`, :data:`MAX_CHANNELS`, at most
 :data:`LATENTS_PER_WORD` latents and :data:`WEIGHTS_PER_WORD` network weights per 32-bit word
-of their stream, and the reader's decoded-size limit).
+of their stream, :data:`MIN_LATENTS_PER_STEP`, and the reader's decoded-size limit).
 
 Public API (``__all__``), for producers: the codec and its data classes, the geometry of the
 latents (:func:`scale_shapes`, :func:`schedule`, :func:`split_scales`), the fixed-point tables
@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterator, NamedTuple, Sequence
@@ -41,16 +40,23 @@ import numpy as np
 
 from ...errors import DecodeError
 from ..base import AuxReader, EncodedSection, Layout, Section, param
-from ..frames import check_class_bytes, check_decoded_size, int_list_param, int_param, section_bytes
+from ..frames import (
+    check_class_bytes,
+    check_decoded_size,
+    int_list_param,
+    int_param,
+    section_bytes,
+)
 from .arm import (
     LATENT_RANGE,
     MAX_INPUTS,
     SIGMAS,
     WEIGHT_LIMIT,
+    IntegerArm,
     integer_arm,
     laplace_parameters,
 )
-from .grid import latents_per_sample, scale_shapes, schedule, split_scales
+from .grid import latents_per_sample, scale_shapes, schedule, split_scales, wavefront_steps
 from .synthesis import (
     CPU_ROWS,
     DECODER_VERSIONS,
@@ -60,9 +66,10 @@ from .synthesis import (
 )
 
 __all__ = [
-    "CONFIG_LIMITS", "DECODER_VERSIONS", "LATENTS_PER_WORD", "LATENT_RANGE", "MAX_CHANNELS", "MAX_STEP", "RUO",
-    "RuoSamples", "RuoSlice", "SIGMAS", "WEIGHTS_PER_WORD", "WEIGHT_LIMIT", "decoder_shapes", "estimated_bits",
-    "scale_shapes", "schedule", "split_scales", "synthesize", "synthesize_tensor", "synthesize_torch",
+    "CONFIG_LIMITS", "DECODER_VERSIONS", "FREE_STEPS", "LATENTS_PER_WORD", "LATENT_RANGE", "MAX_CHANNELS",
+    "MAX_STEP", "MIN_LATENTS_PER_STEP", "RUO", "RuoSamples", "RuoSlice", "SIGMAS", "WEIGHTS_PER_WORD",
+    "WEIGHT_LIMIT", "decoder_shapes", "estimated_bits", "scale_shapes", "schedule", "split_scales", "synthesize",
+    "synthesize_tensor", "synthesize_torch",
 ]
 
 _LATENTS = constriction.stream.model.QuantizedLaplace(-LATENT_RANGE, LATENT_RANGE)
@@ -78,8 +85,15 @@ LATENTS_PER_WORD = 2**17
 """A slice of n samples may claim at most this many latents (n·M) per 32-bit word of its stream,
 plus one word's worth. No latent costs less than −log₂(1 − e^−8) ≈ 4.8·10⁻⁴ bits (σ ≥ 1/16 with
 μ on the integer), i.e. ≤ 66,000 latents per word; more would decode from nothing."""
+MIN_LATENTS_PER_STEP = 16
+"""Beyond :data:`FREE_STEPS` wavefront steps, a sample's grid must give each step this many
+latents on average: a step costs a fixed ARM and ANS call, so tall thin grids (a 1×4096×6
+header on a 2 KB file: 14,341 steps of 2 latents) would be decoding time without payload."""
+FREE_STEPS = 1024
 WEIGHTS_PER_WORD = 2**7
 """The same bound for a network stream: a weight costs at least ~0.66 bits (scale ≥ ½), ≤ 49 a word."""
+_PARALLEL_LATENTS = 2**18
+"""Latents per core below which a lockstep group is decoded on one thread."""
 _SYNTHESIS_PIXELS = 2**18
 """Pixels torch synthesises per chunk: bounds the D₁-wide activations on a device."""
 _NUMPY_PIXELS = 2**15
@@ -274,13 +288,27 @@ class _SliceStream(NamedTuple):
     step_exp: int
 
 
-def _lockstep_groups(streams: list[_SliceStream], workers: int) -> list[list[_SliceStream]]:
-    """Slices of equal size, split into at most ``workers`` groups per size: a group's arrays
-    hold exactly its latents (no padding to the largest slice), and groups run on all cores."""
-    by_size: dict[int, list[_SliceStream]] = defaultdict(list)
-    for st in streams:
-        by_size[st.size].append(st)
-    return [part[g::min(workers, len(part))] for part in by_size.values() for g in range(min(workers, len(part)))]
+def _lockstep_groups(streams: list[_SliceStream], latents_per_sample: int, workers: int) -> list[list[_SliceStream]]:
+    """Slices decoded in lockstep, one batched ARM call per step for each group. A group pads its
+    slices to its largest, so it takes a slice only while padding at most doubles its latents:
+    memory stays within twice the real latents however unequal the slices (no 19 GiB for
+    100,000 + 1,023 × 1 samples), and slices of about one size share their per-step overhead.
+    A group with work for several cores (:data:`_PARALLEL_LATENTS`) is split across them: one
+    part's ARM (BLAS, GIL released) overlaps another's ANS decoding; small groups stay whole,
+    as threads would only contend for the GIL."""
+    groups: list[list[_SliceStream]] = []
+    total = 0
+    for st in sorted(streams, key=lambda st: -st.size):
+        if not groups or (len(groups[-1]) + 1) * groups[-1][0].size > 2 * (total + st.size):
+            groups.append([])
+            total = 0
+        groups[-1].append(st)
+        total += st.size
+    out = []
+    for group in groups:
+        parts = min(workers, len(group), max(1, sum(st.size for st in group) * latents_per_sample // _PARALLEL_LATENTS))
+        out += [group[g::parts] for g in range(parts)]
+    return out
 
 
 def _check_ranges(values: dict[str, int], channels: int) -> None:
@@ -290,6 +318,15 @@ def _check_ranges(values: dict[str, int], channels: int) -> None:
             raise ValueError(f"{name} must be within [{lo}, {hi}], got {values[name]}")
     if not 1 <= channels <= MAX_CHANNELS:
         raise ValueError(f"ruo samples need 1 to {MAX_CHANNELS} channels, got {channels}")
+
+
+def _too_many_steps(height: int, width: int, scales: int, context: int) -> str | None:
+    """Why the wavefront schedule of this grid is refused (:data:`MIN_LATENTS_PER_STEP`), if it is."""
+    steps, m = wavefront_steps(height, width, scales, context), latents_per_sample(height, width, scales)
+    if steps > FREE_STEPS + m // MIN_LATENTS_PER_STEP:
+        return (f"{height}×{width} grids with {scales} scales and context {context} take {steps} wavefront steps "
+                f"for {m} latents, more than {FREE_STEPS} + 1 per {MIN_LATENTS_PER_STEP} latents")
+    return None
 
 
 def _check_integers(what: str, value: np.ndarray, limit: int) -> None:
@@ -320,6 +357,8 @@ class RuoCodec:
         common = {"scales": samples.scales, "context": samples.context, "arm_width": samples.arm_width,
                   "arm_depth": samples.arm_depth, "decoder_version": samples.decoder_version}
         _check_ranges(common, c)
+        if reason := _too_many_steps(h, w, samples.scales, samples.context):
+            raise ValueError(reason)
         shapes = samples.decoder_shapes()
         m = latents_per_sample(h, w, samples.scales)
         streams: dict[str, list[bytes]] = {"samples": [], "arm": [], "decoder": []}
@@ -378,14 +417,17 @@ class RuoCodec:
         if sum(sizes) != layout.num_samples:
             raise DecodeError(f"slices hold {sum(sizes)} samples, the dataset has {layout.num_samples}",
                               section=section.kind, field="params.slices")
+        if reason := _too_many_steps(h, w, scales, context):
+            raise DecodeError(reason, section=section.kind, field="dataset.sample_shape")
         m = latents_per_sample(h, w, scales)
         for i, (n, length) in enumerate(zip(sizes, int_list_param(section, "frames", (len(sizes),)))):
             if n * m > LATENTS_PER_WORD * (length // 4 + 1):
                 raise DecodeError(f"slice {i} claims {n}×{m} latents, more than a stream of {length} bytes can "
                                   f"code (at most {LATENTS_PER_WORD} per 32-bit word)", section=section.kind,
                                   field=f"params.frames[{i}]")
-        # lockstep float64 latents and int64 result, schedule (positions and C neighbours), samples
-        work = layout.num_samples * (8 * (m + 1) + 8 * m + 4 * c * h * w) + 8 * m * (context + 1)
+        # lockstep float64 latents (padding at most doubles them), int64 result, schedule
+        # (positions and C neighbours), samples
+        work = layout.num_samples * (16 * (m + 1) + 8 * m + 4 * c * h * w) + 8 * m * (context + 1)
         check_decoded_size(section, work, layout.max_decoded_bytes, "ruo latents, schedule and samples")
         return RuoSamples((c, h, w), scales, context, width, depth, version, []), sizes
 
@@ -473,11 +515,11 @@ class RuoCodec:
         frames = self._frames(section, len(sizes))
         streams = [_SliceStream(i, frame, n, list(zip(parts[0::2], parts[1::2])), step)
                    for i, (frame, n, (step, parts)) in enumerate(zip(frames, sizes, arms))]
-        workers = max(1, min(len(streams), os.cpu_count() or 1))
+        _, h, w = config.sample_shape
+        groups = _lockstep_groups(streams, latents_per_sample(h, w, config.scales), os.cpu_count() or 1)
         latents: dict[int, np.ndarray] = {}
-        with ThreadPoolExecutor(workers) as pool:
-            for part in pool.map(lambda group: self._decode_latents(section, config, group),
-                                 _lockstep_groups(streams, workers)):
+        with ThreadPoolExecutor(max(1, len(groups))) as pool:
+            for part in pool.map(lambda group: self._decode_latents(section, config, group), groups):
                 latents |= part
         for st, (dec_step, dec_parts) in zip(streams, decoders):
             decoder = dict(zip(decoder_shapes, dec_parts))
@@ -486,36 +528,34 @@ class RuoCodec:
 
     def _decode_latents(self, section: Section, config: RuoSamples,
                         streams: list[_SliceStream]) -> dict[int, np.ndarray]:
-        """Lockstep decode of slices of one size: per wavefront step, one batched integer-ARM call
-        over every slice, sample and position, then one batched ANS decode per slice's stream.
-        :meth:`read` runs one group per core: the ARM's matrix kernels release the GIL, so one
-        group's ARM overlaps another's ANS decoding (constriction holds the GIL)."""
+        """Lockstep decode of a group of slices (:func:`_lockstep_groups`): per wavefront step,
+        one batched integer-ARM call over every slice, sample and position, then one batched ANS
+        decode per slice's stream."""
         _, h, w = config.sample_shape
         m, steps = schedule(h, w, config.scales, config.context)
-        n = streams[0].size
+        n = max(st.size for st in streams)
         # float64 holds these small integers exactly and is what the ARM computes in; the last
         # column is the zero that stands for neighbours outside the grid
         latents = np.zeros((len(streams), n, m + 1))
-        layers = [(np.stack([st.arm[j][0] for st in streams]).astype(np.float64),
-                   np.stack([st.arm[j][1] for st in streams]).astype(np.float64))
-                  for j in range(len(streams[0].arm))]
+        arm = IntegerArm([(np.stack([st.arm[j][0] for st in streams]), np.stack([st.arm[j][1] for st in streams]))
+                          for j in range(len(streams[0].arm))], [st.step_exp for st in streams])
         coders = []
         for st in streams:
             words = np.frombuffer(st.frame, dtype="<u4").astype(np.uint32)
             with self._ans_errors(section, f"params.frames[{st.index}]"):
                 coders.append(constriction.stream.stack.AnsCoder(words))
         for step in steps if n else ():
-            mu, sigma = integer_arm(latents[:, :, step.neighbours], layers, [st.step_exp for st in streams])
-            mean, scale = laplace_parameters(mu, sigma)
+            mean, scale = laplace_parameters(*arm(latents[:, :, step.neighbours]))
             for i, (st, coder) in enumerate(zip(streams, coders)):
-                with self._ans_errors(section, f"params.frames[{st.index}]"):
-                    symbols = coder.decode(_LATENTS, mean[i].reshape(-1), scale[i].reshape(-1))
-                latents[i][:, step.positions] = np.reshape(symbols, (n, -1))
+                if st.size:
+                    with self._ans_errors(section, f"params.frames[{st.index}]"):
+                        symbols = coder.decode(_LATENTS, mean[i, :st.size].reshape(-1), scale[i, :st.size].reshape(-1))
+                    latents[i][:st.size, step.positions] = np.reshape(symbols, (st.size, -1))
         for st, coder in zip(streams, coders):
             if not coder.is_empty():
                 raise DecodeError("ANS words left over after the last latent", section=section.kind,
                                   field=f"params.frames[{st.index}]")
-        return {st.index: latents[i, :, :m].astype(np.int64) for i, st in enumerate(streams)}
+        return {st.index: latents[i, :st.size, :m].astype(np.int64) for i, st in enumerate(streams)}
 
     @staticmethod
     @contextlib.contextmanager

@@ -39,53 +39,67 @@ def sigma_table() -> np.ndarray:
 SIGMAS = sigma_table()
 
 
-def _to_indices(m: np.ndarray, t: np.ndarray, floor_div):
-    mu = floor_div(m, 2 ** (FRAC - MU_BITS)).clip(-LATENT_RANGE * 2**MU_BITS, LATENT_RANGE * 2**MU_BITS)
-    sigma = floor_div(4 * t, 2**FRAC).clip(SIGMA_INDEX_MIN, SIGMA_INDEX_MAX)
+def _to_indices(m: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Table indices from the last layer's int64 outputs (floor division as arithmetic shifts)."""
+    mu = np.minimum(np.maximum(m >> (FRAC - MU_BITS), -LATENT_RANGE * 2**MU_BITS), LATENT_RANGE * 2**MU_BITS)
+    sigma = np.minimum(np.maximum((4 * t) >> FRAC, SIGMA_INDEX_MIN), SIGMA_INDEX_MAX)
     return mu, sigma
 
 
 BLAS_BLOCK = 2**18
-"""Multiply-adds per matrix product in :func:`integer_arm`: at most what OpenBLAS computes on the
+"""Multiply-adds per matrix product in :class:`IntegerArm`: at most what OpenBLAS computes on the
 calling thread (it threads products with m·n·k > 2^18). The decoder already runs one slice group
 per core, and nested BLAS threads that busy-wait for each other made entropy decoding 3× slower
 on the 2-core machine of ``docs/benchmarks.md``; blocks this size cost a few per cent of calls."""
 
 
+class IntegerArm:
+    """S integer networks prepared for many evaluations (the lockstep decoder evaluates them once
+    per wavefront step): weights (S, out, in) and biases (S, out) per layer, one step exponent
+    per network.
+
+    Every value stays an integer below 2^53 (module docstring), so float64 products and sums — in
+    any order, with or without FMA — and the scaling by 2^-k before ``floor`` are exact: this is
+    the fixed-point computation, done with BLAS matrix products in blocks of rows
+    (:data:`BLAS_BLOCK`)."""
+
+    def __init__(self, layers: Sequence[tuple[np.ndarray, np.ndarray]], step_exp: Sequence[int]) -> None:
+        k = np.asarray(step_exp, dtype=np.float64).reshape(-1, 1, 1)
+        self.scale = np.exp2(-k)
+        half = np.where(k > 0, np.exp2(k - 1), 0.0)
+        self.weights = [np.ascontiguousarray(np.swapaxes(np.asarray(w, np.float64), 1, 2)) for w, _ in layers]
+        self.offsets = [np.asarray(b, np.float64)[:, None, :] * 2**FRAC + half for _, b in layers]
+        self.floors = [0.0] * (len(layers) - 1) + [-float(ACT_LIMIT)]
+        self.block = max(1, BLAS_BLOCK // max(w.shape[1] * w.shape[2] for w in self.weights))
+
+    def __call__(self, context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(μ index, σ index) as int64 for integer contexts (S, …, C)."""
+        count, shape = context.shape[0], context.shape[:-1]
+        a = context.reshape(count, -1, context.shape[-1]) * float(2**FRAC)
+        out = np.empty((count, a.shape[1], 2))
+        for start in range(0, a.shape[1], self.block):
+            x = a[:, start:start + self.block]
+            for w, offset, floor in zip(self.weights, self.offsets, self.floors):
+                x = np.matmul(x, w)
+                x += offset
+                x *= self.scale
+                np.floor(x, out=x)
+                np.maximum(x, floor, out=x)
+                np.minimum(x, ACT_LIMIT, out=x)
+            out[:, start:start + self.block] = x
+        out = out.astype(np.int64).reshape(*shape, 2)
+        return _to_indices(out[..., 0], out[..., 1])
+
+
 def integer_arm(context: np.ndarray, layers: Sequence[tuple[np.ndarray, np.ndarray]],
                 step_exp: int | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """(μ index, σ index) as int64 for integer contexts (…, C).
-
-    ``layers`` hold integer-valued weight (out, in) and bias (out,); or, to evaluate S networks
-    at once (the slices of a file in lockstep), weight (S, out, in), bias (S, out), contexts
-    (S, …, C) and one ``step_exp`` per network. Every value stays an integer below 2^53 (module
-    docstring), so float64 products and sums — in any order, with or without FMA — and the
-    scaling by 2^-k before ``floor`` are exact: this is the fixed-point computation, done with
-    BLAS matrix products in blocks of rows (:data:`BLAS_BLOCK`)."""
-    single = np.ndim(layers[0][0]) == 2
-    if single:
-        context, layers, step_exp = context[None], [(w[None], b[None]) for w, b in layers], [step_exp]
-    count, shape = context.shape[0], context.shape[:-1]
-    a = context.reshape(count, -1, context.shape[-1]).astype(np.float64) * 2**FRAC
-    k = np.asarray(step_exp, dtype=np.float64).reshape(count, 1, 1)
-    scale = np.exp2(-k)
-    half = np.where(k > 0, np.exp2(k - 1), 0.0)
-    weights = [np.ascontiguousarray(np.swapaxes(w, 1, 2), dtype=np.float64) for w, _ in layers]
-    offsets = [np.asarray(b, np.float64)[:, None, :] * 2**FRAC + half for _, b in layers]
-    block = max(1, BLAS_BLOCK // max(w.shape[1] * w.shape[2] for w in weights))
-    out = np.empty((count, a.shape[1], 2))
-    for start in range(0, a.shape[1], block):
-        x = a[:, start:start + block]
-        for i, (w, offset) in enumerate(zip(weights, offsets)):
-            x = np.matmul(x, w)
-            x += offset
-            x *= scale
-            np.floor(x, out=x)
-            np.clip(x, 0 if i < len(weights) - 1 else -ACT_LIMIT, ACT_LIMIT, out=x)
-        out[:, start:start + block] = x
-    out = out.astype(np.int64).reshape(*shape, 2)
-    mu, sigma = _to_indices(out[..., 0], out[..., 1], np.floor_divide)
-    return (mu[0], sigma[0]) if single else (mu, sigma)
+    """(μ index, σ index) as int64 for integer contexts (…, C) of one network (weight (out, in),
+    bias (out,), one ``step_exp``), or of S networks at once (weights (S, out, in), biases
+    (S, out), contexts (S, …, C), one step exponent each): :class:`IntegerArm`, used once."""
+    if np.ndim(layers[0][0]) == 2:
+        mu, sigma = IntegerArm([(w[None], b[None]) for w, b in layers], [step_exp])(context[None])
+        return mu[0], sigma[0]
+    return IntegerArm(layers, step_exp)(context)
 
 
 def integer_arm_numpy(context: np.ndarray, layers: Sequence[tuple[np.ndarray, np.ndarray]],
@@ -99,7 +113,7 @@ def integer_arm_numpy(context: np.ndarray, layers: Sequence[tuple[np.ndarray, np
         a = np.clip(np.floor_divide(acc + half, 2**step_exp), -ACT_LIMIT, ACT_LIMIT)
         if i < len(layers) - 1:
             a = np.maximum(a, 0)
-    return _to_indices(a[..., 0], a[..., 1], np.floor_divide)
+    return _to_indices(a[..., 0], a[..., 1])
 
 
 def laplace_parameters(mu_index: np.ndarray, sigma_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

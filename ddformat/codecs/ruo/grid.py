@@ -56,6 +56,13 @@ def wavefront_slope(context: int) -> int:
     return 1 + max([0] + [dx // -dy for dy, dx in context_pattern(context) if dy < 0])
 
 
+def wavefront_steps(height: int, width: int, scales: int, context: int) -> int:
+    """How many steps :func:`schedule` has, from the grid sizes alone: per scale, the distinct
+    values of x + a·y (a·(h − 1) + w of them when w ≥ a, else all h·w)."""
+    a = wavefront_slope(context)
+    return sum(a * (h - 1) + w if w >= a else h * w for h, w in scale_shapes(height, width, scales))
+
+
 @lru_cache(maxsize=16)
 def schedule(height: int, width: int, scales: int, context: int) -> tuple[int, tuple[Step, ...]]:
     """The number of latents per sample and the wavefront steps covering all of them.
@@ -78,8 +85,9 @@ def schedule(height: int, width: int, scales: int, context: int) -> tuple[int, t
         for k, (dy, dx) in enumerate(pattern):  # dy ≤ 0: only the top, left and right edges
             inside = (y >= -dy) & (x >= -dx) & (x < w - dx)
             np.copyto(neighbours[:, k], np.where(inside, positions + (dy * w + dx), -1))
-        bounds = np.cumsum(np.bincount(x + ahead * y))[:-1]
-        steps += [Step(p, n) for p, n in zip(np.split(positions, bounds), np.split(neighbours, bounds))]
+        counts = np.bincount(x + ahead * y)
+        bounds = np.cumsum(counts)[:-1]
+        steps += [Step(p, n) for p, n, c in zip(np.split(positions, bounds), np.split(neighbours, bounds), counts) if c]
     return int(offsets[-1]), tuple(steps)
 
 
