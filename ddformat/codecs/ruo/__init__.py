@@ -56,7 +56,13 @@ from .arm import (
     integer_arm,
     laplace_parameters,
 )
-from .grid import latents_per_sample, scale_shapes, schedule, split_scales, wavefront_steps
+from .grid import (
+    latents_per_sample,
+    scale_shapes,
+    schedule,
+    split_scales,
+    wavefront_steps,
+)
 from .synthesis import (
     CPU_ROWS,
     DECODER_VERSIONS,
