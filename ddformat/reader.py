@@ -19,7 +19,7 @@ from .container.bits import bpc
 from .container.layout import Container
 from .container.sections import Layout, Section
 from .container.sources import ByteSource
-from .errors import FormatError, HeaderError, LimitError
+from .errors import DecodeError, FormatError, HeaderError, LimitError
 from .limits import DEFAULT_LIMITS, SAMPLE_DTYPES, Limits
 from .weighting import loss_weights
 
@@ -170,8 +170,14 @@ class DDFile:
         return self._checked_samples(decode(codec, section, self.layout, self.container.section))
 
     def _checked_samples(self, x: Any) -> Any:
+        """Whatever the codec, samples are what the header declares (numpy or torch arrays)."""
         if tuple(x.shape) != (self.num_samples, *self.dataset["sample_shape"]):
-            raise FormatError(f"decoded samples have shape {tuple(x.shape)}", section="samples")
+            raise DecodeError(f"decoded samples have shape {tuple(x.shape)}", section="samples",
+                              field="dataset.sample_shape")
+        dtype = str(x.dtype).rsplit(".", 1)[-1]
+        if dtype != self.dataset["sample_dtype"]:
+            raise DecodeError(f"samples decode to {dtype}, the header declares {self.dataset['sample_dtype']}",
+                              section="samples", field="dataset.sample_dtype")
         return x
 
     @_names_file

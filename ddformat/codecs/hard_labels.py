@@ -67,8 +67,8 @@ class GroupedLabels:
     def decode(self, section: Section, layout: Layout) -> np.ndarray:
         check_decoded_size(section, 8 * layout.num_samples, layout.max_decoded_bytes, "labels")
         counts = varint_decode(section, section_bytes(section), layout.num_classes, "data")
-        check_class_bytes(section, varint_lengths(counts).tolist())
         _check_total(section, counts, layout.num_samples, "data")
+        check_class_bytes(section, varint_lengths(counts).tolist())
         return np.repeat(np.arange(layout.num_classes, dtype=np.int64), counts)
 
 

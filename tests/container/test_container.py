@@ -382,3 +382,13 @@ def test_errors_name_the_file_as_the_user_gave_it(tmp_path, monkeypatch):
     Path("decoding.dd").write_bytes(_with_defects("class_bytes"))
     with ddformat.open(Path("decoding.dd")) as f, pytest.raises(DecodeError, match=r"file 'decoding\.dd'"):
         f.samples()
+
+
+def test_samples_must_decode_to_the_declared_dtype(tmp_path):
+    """``ruo`` synthesises float32 whatever the header says; the reader holds every codec to
+    ``dataset.sample_dtype``."""
+    data = reseal(_vector("ruo_two_slices"), lambda h: h["dataset"].__setitem__("sample_dtype", "uint8"),
+                  rebits=True)
+    with pytest.raises(DecodeError, match="declares uint8") as info:
+        _read_all(data, tmp_path / "x.dd")
+    assert info.value.field == "dataset.sample_dtype"
