@@ -531,7 +531,7 @@ def op_duplicate_key(rng: random.Random, d: Draft) -> Mutation | None:
 
 
 def op_unknown_key(rng: random.Random, d: Draft) -> Mutation | None:
-    candidates = [(m, p) for m, p, _ in maps(d.header) if not p.startswith("bits")]
+    candidates = [(m, p) for m, p, _ in maps(d.header) if not p.startswith("bits.components")]
     m, path = rng.choice(candidates)
     if rng.random() < 0.7:
         key: Any = f"x_unknown_{rng.randrange(1000)}"

@@ -4,8 +4,9 @@ Every mutant has its CRCs, offsets, lengths, bit account and content hash recomp
 reaches the header schema, the layout rules and the decoders instead of failing a checksum.
 The fuzzer runs each mutant in a worker process under CPU and address-space limits and reports
 anything but a ``FormatError`` or an identical decode that the spec allows, so a reader bug
-cannot take this test process down. The ``ruo`` vector is left out until its codec checks its
-``class_bytes`` against its streams (the one open finding, owned by the ruo codec).
+cannot take this test process down. The ``ruo`` vector is left out until its decoder refuses a
+few-byte latent stream that claims ~300,000 latents within the CPU bound (the one open finding,
+see docs/fuzzing.md); ``python -m tools.fuzz`` runs it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _fuzz(tmp_path: Path, *args: str, timeout: float) -> dict[str, Any]:
 
 
 def test_resealed_mutants_are_refused_or_decode_identically_within_cpu_and_memory_limits(tmp_path):
-    summary = _fuzz(tmp_path, "--mutants", "4000", "--seed", "0", "--exclude", "ruo_two_slices",
+    summary = _fuzz(tmp_path, "--mutants", "6000", "--seed", "0", "--exclude", "ruo_two_slices",
                     "--cpu", "2", "--memory-mib", "1024", timeout=300)
     assert summary["violations"] == [], "\n".join(
         f"#{v['index']} {v['base']}: {v['mutation']} [expect {v['expect']}] -> {v['violation']}"
@@ -36,17 +37,17 @@ def test_resealed_mutants_are_refused_or_decode_identically_within_cpu_and_memor
     outcomes = summary["outcomes"]
     # The mutants get past the checksums to every kind of check behind them...
     for error in ("HeaderError", "LayoutError", "BitAccountError", "UnsupportedError", "DecodeError",
-                  "ChecksumError"):
+                  "ChecksumError", "LimitError"):
         assert outcomes.get(f"error:{error}", 0) >= 20, (error, outcomes)
     # ...and valid rewrites (reordered sections, recompressed frames, unknown keys) are accepted.
-    assert outcomes["identical"] >= 500
+    assert outcomes["identical"] >= 700
     by_op = summary["by_op"]
     for op in ("value", "delete_key", "duplicate_key", "unknown_key", "nesting", "section_identity",
                "duplicate_section", "remove_section", "reorder", "layout", "preamble_padding", "class_bytes",
-               "frames", "varints", "words", "tables_zstd", "content_hash", "payload_byte"):
+               "frames", "varints", "words", "tables_zstd", "content_hash", "inflate", "payload_byte"):
         assert sum(by_op.get(op, {}).values()) >= 30, (op, by_op.get(op))
     # A mutation that the spec makes invalid is refused, one kind of defect at a time.
-    for op in ("duplicate_key", "class_bytes", "varints", "content_hash", "layout"):
+    for op in ("duplicate_key", "class_bytes", "varints", "content_hash", "layout", "inflate"):
         assert set(by_op[op]) <= {f"error:{e}" for e in ("HeaderError", "DecodeError", "ChecksumError",
                                                           "LayoutError", "BitAccountError", "LimitError",
                                                           "UnsupportedError", "TruncatedError")}, by_op[op]
