@@ -167,8 +167,7 @@ def synthesize(samples: RuoSamples) -> np.ndarray:
         out[start:start + len(z)] = synthesize_numpy(tensors[index], z, (h, w), samples.scales)
 
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        for _ in pool.map(run, _chunks(samples, _NUMPY_PIXELS)):
-            pass
+        list(pool.map(run, _chunks(samples, _NUMPY_PIXELS)))
     return out
 
 
