@@ -34,9 +34,9 @@ LOSSES = ("ce", "kl")
 REGIMES = ("hl", "sl", "sl+kd")
 """Label regimes of paper 002: hard labels, stored soft labels, soft labels from a teacher."""
 MAX_NESTING = 32
-FLOAT32_SAFE_MAX = 2.0**127
+FLOAT32_SAFE_MAX = 2.0**126
 """Bound on header numbers that consumers compute with in float32 (spec § 2): sums and
-differences of two such numbers stay finite, well below float32's maximum of ~2**128."""
+differences of two such numbers stay below float32's maximum (~2**128) even after rounding."""
 FLOAT32_MIN_NORMAL = 2.0**-126
 CONTENT_HASH_PREFIX = "sha256:"
 
@@ -302,7 +302,7 @@ def _dataset(c: _Checker, obj: Any) -> dict[str, Any]:
             raise c.fail("dataset.value_range", "low must be below high")
         if max(abs(lo), abs(hi), hi - lo) > FLOAT32_SAFE_MAX or (hi - lo) / 255 < FLOAT32_MIN_NORMAL:
             raise c.fail("dataset.value_range", f"[{lo}, {hi}] maps uint8 codes to non-finite or degenerate float32 "
-                         "values: |low|, |high| and high - low must be at most 2**127 and (high - low)/255 at "
+                         "values: |low|, |high| and high - low must be at most 2**126 and (high - low)/255 at "
                          "least 2**-126")
         out["value_range"] = [lo, hi]
     norm = d.get("normalization")
@@ -326,11 +326,11 @@ def _check_normalization(c: _Checker, stats: dict[str, list[float]], magnitude: 
     value range's), so that normalising never turns samples into inf or NaN."""
     for i, (mean, std) in enumerate(zip(stats["mean"], stats["std"])):
         if abs(mean) > FLOAT32_SAFE_MAX:
-            raise c.fail(f"dataset.normalization.mean[{i}]", f"{mean} exceeds 2**127 in magnitude")
+            raise c.fail(f"dataset.normalization.mean[{i}]", f"{mean} exceeds 2**126 in magnitude")
         if not FLOAT32_MIN_NORMAL <= std <= FLOAT32_SAFE_MAX:
-            raise c.fail(f"dataset.normalization.std[{i}]", f"{std} must be positive, in [2**-126, 2**127]")
+            raise c.fail(f"dataset.normalization.std[{i}]", f"{std} must be positive, in [2**-126, 2**126]")
         if (magnitude + abs(mean)) / std > FLOAT32_SAFE_MAX:
-            raise c.fail(f"dataset.normalization.std[{i}]", f"(x - {mean}) / {std} exceeds 2**127 for values x "
+            raise c.fail(f"dataset.normalization.std[{i}]", f"(x - {mean}) / {std} exceeds 2**126 for values x "
                          f"up to {magnitude} in magnitude (the value range)")
 
 

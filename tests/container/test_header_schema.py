@@ -149,7 +149,7 @@ def test_fields_the_code_reads_are_validated_when_reading_and_writing(tmp_path, 
 # ------------------------------------------------------------------------ finite sample values
 
 FINITE = st.floats(allow_nan=False, allow_infinity=False)
-EXTREME = st.one_of(FINITE, st.sampled_from([0.0, 2.0**127, -(2.0**127), 2.0**-126, 2.0**-149, 3.4e38, 1e-300]))
+EXTREME = st.one_of(FINITE, st.sampled_from([0.0, 2.0**127, -(2.0**127), 2.0**126, -(2.0**126), 1.7014116e38, -1.7014116e38, 2.0**-126, 2.0**-149, 3.4e38, 1e-300]))
 
 
 @settings(max_examples=300, deadline=None)
