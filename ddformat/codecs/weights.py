@@ -87,6 +87,8 @@ class FloatWeights:
             stored = weights.astype(dtype)
         if not np.isfinite(stored).all() or (stored < 0).any():
             raise ValueError(f"weights must be non-negative and finite as {dtype}")
+        if weights.any() and not stored.any():
+            raise ValueError(f"every weight rounds to 0 as {dtype}; store them as float32")
         groups = check_groups(groups, layout.num_samples, layout.num_classes)
         itemsize = _FLOAT_SIZES[dtype]
         rows = stored.astype(f"<f{itemsize}").view(np.uint8).reshape(-1, itemsize)

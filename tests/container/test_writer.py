@@ -153,6 +153,13 @@ def test_unusable_weights_are_refused_when_writing(tmp_path, weights, message):
     assert path.read_bytes() == before
 
 
+def test_weights_that_all_round_to_zero_in_float16_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="every weight rounds to 0 as float16"):
+        ddformat.save(tmp_path / "set.dd", X, Y, weights=np.full(6, 1e-9), recipe={"weighting": {"scheme": "explicit"}},
+                      codec_options={"weights": {"dtype": "float16"}})
+    assert not (tmp_path / "set.dd").exists()
+
+
 def test_weights_the_recipe_cannot_use_are_refused_with_the_readers_reason(tmp_path):
     """Class 2's weights sum to 0, so its ``proportional`` shares are undefined."""
     with pytest.raises(ValueError, match=r"class\(es\) \[2\] sum to 0"):
