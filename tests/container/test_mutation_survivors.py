@@ -7,12 +7,18 @@ runs with its test or the reason it is left (an equivalent mutant).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import ddformat
 from ddformat.container.bits import bit_account
+from ddformat.errors import ChecksumError, DecodeError
 from ddformat.weighting import loss_weights
+from tests.support import reseal
+
+VECTORS = Path(__file__).resolve().parents[2] / "spec" / "vectors" / "valid"
 
 CLASSES = np.array([0, 0, 1, 1, 1])
 VALUES = np.array([1.0, 3.0, 2.0, 2.0, 4.0])
@@ -93,3 +99,47 @@ def test_sections_of_one_component_add_up_in_the_bit_account() -> None:
     sections = [_Placed("samples", 10), _Placed("labels", 3), _Placed("samples", 20)]
     account = bit_account(100, 32 + 100 + 33, sections, 2)
     assert account["components"] == {"samples": 8 * 30, "labels": 8 * 3, "metadata": 8 * 100, "container": 8 * 32}
+
+
+# --------------------------------------------------------------------------- reader and container
+
+
+@pytest.mark.parametrize("shape,dtype,message,field", [
+    ((6, 1, 4), "uint8", "decoded samples have shape (6, 1, 4)", "dataset.sample_shape"),
+    ((6, 1, 4, 4), "float64", "samples decode to float64, the header declares uint8", "dataset.sample_dtype"),
+], ids=["shape", "dtype"])
+def test_samples_a_codec_decodes_against_the_header_are_refused_naming_section_and_field(
+        shape: tuple[int, ...], dtype: str, message: str, field: str) -> None:
+    """Kills reader._checked_samples 5-15 (shape error: message, section or field dropped or
+    changed) and 31, 34, 38, 39 (dtype error: section dropped or changed)."""
+    path = str(VECTORS / "unknown_optional_section.dd")
+    with ddformat.open(path) as f, pytest.raises(DecodeError) as info:
+        f.decode_samples(lambda codec, section, layout, aux: np.zeros(shape, dtype))
+    assert str(info.value) == f"{message} (file {path!r}, section 'samples', field {field!r})"
+    assert (info.value.section, info.value.field) == ("samples", field)
+
+
+def test_a_wrong_content_hash_is_refused_naming_the_header_field(tmp_path: Path) -> None:
+    """Kills container.layout.Container.verify_content_hash 11, 12, 14-16, 18-21 (section or
+    field dropped or changed, message changed)."""
+    path = tmp_path / "x.dd"
+    path.write_bytes(reseal((VECTORS / "unknown_optional_section.dd").read_bytes(),
+                            lambda h: h["provenance"].__setitem__("content_hash", "sha256:" + "0" * 64)))
+    with ddformat.open(path) as f, pytest.raises(ChecksumError) as info:
+        f.verify_content_hash()
+    assert str(info.value) == ("content hash does not match the sections "
+                               f"(file {str(path)!r}, section 'header', field 'provenance.content_hash')")
+    assert (info.value.section, info.value.field) == ("header", "provenance.content_hash")
+
+
+def test_a_section_read_again_after_it_was_hashed_is_not_kept() -> None:
+    """Kills container.layout.Container._feed 1 (``or`` → ``and``: a section read again after
+    its turn to be hashed was parked for hashing, never to be released: each re-read of a
+    section held a copy of its payload for the life of the file)."""
+    with ddformat.open(VECTORS / "unknown_optional_section.dd") as f:
+        f.labels()  # ahead of its turn: parked until the samples are hashed
+        f.samples()
+        assert f.container._ahead == {}
+        f.container.section("labels")
+        f.container.section("samples")
+        assert f.container._ahead == {}
