@@ -14,7 +14,8 @@ import pytest
 
 import ddformat
 from ddformat.container.bits import bit_account
-from ddformat.errors import ChecksumError, DecodeError
+from ddformat.errors import ChecksumError, DecodeError, FormatError, HeaderError, LimitError, UnsupportedError
+from ddformat.limits import EXPANSION_ALLOWANCE
 from ddformat.weighting import loss_weights
 from tests.support import reseal
 
@@ -143,3 +144,143 @@ def test_a_section_read_again_after_it_was_hashed_is_not_kept() -> None:
         f.container.section("labels")
         f.container.section("samples")
         assert f.container._ahead == {}
+
+
+def _drop(kind: str):
+    return lambda h: h.__setitem__("sections", [s for s in h["sections"] if s["kind"] != kind])
+
+
+def _optional(kind: str):
+    return lambda h: next(s for s in h["sections"] if s["kind"] == kind).__setitem__("required", False)
+
+
+@pytest.mark.parametrize("vector,edit,reason,section,field", [
+    ("unknown_optional_section", _drop("labels"), "file has no such section, which every file needs", "labels", None),
+    ("unknown_optional_section", _optional("labels"), "a section of this kind must be marked required", "labels",
+     "required"),
+    ("ruo_two_slices", _drop("ruo.arm"), "the 'ruo' samples codec needs this section", "ruo.arm", None),
+    ("ruo_two_slices", _optional("ruo.arm"), "a section of this kind must be marked required", "ruo.arm",
+     "required"),
+], ids=["missing", "optional", "missing_aux", "optional_aux"])
+def test_files_lacking_a_section_they_need_are_refused_at_open_naming_it(
+        tmp_path: Path, vector: str, edit, reason: str, section: str, field: str | None) -> None:
+    """Kills reader.DDFile._check_semantics 7-12, 16-18, 20-25, 31-34, 36-40 (reason, section or
+    field of these refusals dropped or changed)."""
+    path = tmp_path / "x.dd"
+    path.write_bytes(reseal((VECTORS / f"{vector}.dd").read_bytes(), edit, rebits=True))
+    with pytest.raises(HeaderError) as info:
+        ddformat.open(path)
+    assert (info.value.reason, info.value.section, info.value.field, info.value.offset) == (reason, section, field,
+                                                                                           None)
+
+
+def test_a_section_is_returned_with_its_table_entry_and_a_damaged_or_absent_one_is_refused_naming_it(
+        tmp_path: Path) -> None:
+    """Kills container.layout.Container.section 4-9 (no such section: reason or section dropped
+    or changed), 17-25 (CRC mismatch: reason, section or offset dropped or changed) and 30, 32,
+    33 (the returned section lost its kind, component or offset)."""
+    data = bytearray((VECTORS / "unknown_optional_section.dd").read_bytes())
+    with ddformat.open(VECTORS / "unknown_optional_section.dd") as f:
+        labels = f.container.section("labels")
+        assert (labels.kind, labels.codec, labels.component, labels.offset, labels.length) == (
+            "labels", f.container.entries["labels"].codec, "labels", 1152, f.container.entries["labels"].length)
+        with pytest.raises(HeaderError) as info:
+            f.container.section("weights")
+        assert (info.value.reason, info.value.section, info.value.offset) == ("file has no such section", "weights",
+                                                                              None)
+    data[1152] ^= 1
+    path = tmp_path / "x.dd"
+    path.write_bytes(bytes(data))
+    with ddformat.open(path) as f, pytest.raises(ChecksumError) as info:
+        f.labels()
+    assert (info.value.reason, info.value.section, info.value.field, info.value.offset) == (
+        "section CRC-32 mismatch", "labels", None, 1152)
+
+
+def _shape(shape: list[int]):
+    return lambda h: h["dataset"].__setitem__("sample_shape", shape)
+
+
+def _open_with(path: Path, **limits: int) -> None:
+    ddformat.open(path, ddformat.Limits(**limits)).close()
+
+
+def test_the_decoded_size_limit_counts_sample_bytes_and_admits_exactly_the_limit(tmp_path: Path) -> None:
+    """Kills reader.DDFile._check_semantics 48 (``* itemsize`` → ``/``), 57 (``>`` → ``>=``),
+    58-63 (reason or section dropped or changed). 7 float32 samples of 3×4×4: 1,344 bytes."""
+    path = VECTORS / "hard_indices_float32.dd"
+    _open_with(path, max_decoded_bytes=1344)
+    with pytest.raises(LimitError) as info:
+        _open_with(path, max_decoded_bytes=1343)
+    assert (info.value.reason, info.value.section) == ("samples decode to 1344 bytes, over the limit of 1343",
+                                                       "samples")
+
+
+@pytest.mark.parametrize("vector,payload", [("unknown_optional_section", 96), ("ruo_two_slices", 100 + 48 + 536)],
+                         ids=["samples_only", "with_aux_sections"])
+def test_the_expansion_limit_weighs_the_samples_and_their_codecs_sections_only(
+        tmp_path: Path, vector: str, payload: int) -> None:
+    """Kills reader.DDFile._check_semantics 67 (payload summed over every other section: here
+    labels and a vendor note), 74 (the samples codec's own ``ruo.*`` sections left out), 80-88
+    (reason or section dropped or changed). A header edited to 1024×1024 samples makes the check
+    decide: the least ``max_expansion`` that admits them is exact for the right payload only."""
+    path = tmp_path / "x.dd"
+    path.write_bytes(reseal((VECTORS / f"{vector}.dd").read_bytes(), _shape([1, 1024, 1024]), rebits=True))
+    with ddformat.open(path, ddformat.Limits(max_expansion=10**6)) as f:
+        decoded = f.num_samples * 2**20 * np.dtype(f.dataset["sample_dtype"]).itemsize
+    least = -(-(decoded - EXPANSION_ALLOWANCE) // payload)
+    _open_with(path, max_expansion=least)
+    with pytest.raises(LimitError) as info:
+        _open_with(path, max_expansion=least - 1)
+    assert (info.value.reason, info.value.section) == (
+        f"samples would decode to {decoded} bytes from {payload} bytes of payload, more than the expansion limit "
+        f"of {least - 1}× allows (raise Limits.max_expansion for a file you trust)", "samples")
+
+
+def test_a_zca_section_too_small_for_its_matrix_is_refused_at_open_and_the_bound_is_exact(tmp_path: Path) -> None:
+    """Kills reader.DDFile._check_semantics 89, 90 (ZCA check skipped), 101-105 (the matrix's
+    4·D·(D+1) bytes miscounted) and 108-116 (reason or section dropped or changed). Saved with a
+    16-feature ZCA, the header then declares 256×256 samples: D = 65,536."""
+    path = tmp_path / "x.dd"
+    x = np.zeros((2, 1, 4, 4), np.uint8)
+    ddformat.save(path, x, np.array([0, 1]), num_classes=2, zca=(np.zeros(16, np.float32), np.eye(16, dtype=np.float32)))
+    path.write_bytes(reseal(path.read_bytes(), _shape([1, 256, 256]), rebits=True))
+    with ddformat.open(path, ddformat.Limits(max_expansion=10**9)) as f:
+        length = f.container.entries["zca"].length
+    features = 256 * 256
+    least = -(-(4 * features * (features + 1) - EXPANSION_ALLOWANCE) // length)
+    _open_with(path, max_expansion=least)
+    with pytest.raises(LimitError) as info:
+        _open_with(path, max_expansion=least - 1)
+    assert (info.value.reason, info.value.section) == (
+        f"a 65536×65536 ZCA matrix is implausible for {length} bytes of payload (Limits.max_expansion)", "zca")
+
+
+def test_soft_labels_past_the_decoded_size_limit_are_refused_at_open_and_the_limit_is_exact(tmp_path: Path) -> None:
+    """Kills reader.DDFile._check_semantics 120-124, 129, 130 (the soft-label size miscounted or
+    compared with ``>=``) and 131-138 (reason or section dropped or changed). 2 samples of 1 byte,
+    soft labels over 8 classes: 2·8·4 = 64 bytes."""
+    path = tmp_path / "x.dd"
+    ddformat.save(path, np.zeros((2, 1, 1, 1), np.uint8), np.full((2, 8), 1 / 8, np.float32), num_classes=8)
+    _open_with(path, max_decoded_bytes=64)
+    with pytest.raises(LimitError) as info:
+        _open_with(path, max_decoded_bytes=63)
+    assert (info.value.reason, info.value.section) == ("soft labels decode past the decoded-size limit", "labels")
+
+
+@pytest.mark.parametrize("edit,error,reason,section,field", [
+    (lambda h: h["recipe"]["weighting"].__setitem__("scheme", "sqrt"), HeaderError,
+     "weighting scheme needs a weights section", "header", "recipe.weighting.scheme"),
+    (lambda h: h["sections"][1].__setitem__("codec", "vendor.labels"), UnsupportedError,
+     "required section uses kind 'labels' with codec 'vendor.labels', which this reader does not implement",
+     "labels", "codec"),
+], ids=["weights_missing", "unknown_codec"])
+def test_a_file_this_reader_cannot_honour_is_refused_at_open_naming_what(
+        tmp_path: Path, edit, error: type[FormatError], reason: str, section: str, field: str) -> None:
+    """Kills reader.DDFile._check_semantics 150-161 and container.layout.Container._check_sections
+    7-16 (reason, section or field dropped or changed)."""
+    path = tmp_path / "x.dd"
+    path.write_bytes(reseal((VECTORS / "unknown_optional_section.dd").read_bytes(), edit, rebits=True))
+    with pytest.raises(error) as info:
+        ddformat.open(path)
+    assert (info.value.reason, info.value.section, info.value.field) == (reason, section, field)
