@@ -6,18 +6,22 @@ runs with its test or the reason it is left (an equivalent mutant).
 
 from __future__ import annotations
 
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
 
 import ddformat
 from ddformat.container.bits import bit_account
-from ddformat.errors import ChecksumError, DecodeError, FormatError, HeaderError, LimitError, UnsupportedError
+from ddformat.errors import (ChecksumError, DecodeError, FormatError, HeaderError, LayoutError, LimitError,
+                             UnsupportedError)
 from ddformat.limits import EXPANSION_ALLOWANCE
 from ddformat.weighting import loss_weights
-from tests.support import reseal
+from tests.support import reseal, split_header
 
 VECTORS = Path(__file__).resolve().parents[2] / "spec" / "vectors" / "valid"
 
@@ -284,3 +288,20 @@ def test_a_file_this_reader_cannot_honour_is_refused_at_open_naming_what(
     with pytest.raises(error) as info:
         ddformat.open(path)
     assert (info.value.reason, info.value.section, info.value.field) == (reason, section, field)
+
+
+def test_a_section_off_its_aligned_offset_is_refused_naming_both_offsets(tmp_path: Path) -> None:
+    """Kills container.layout.Container._check_layout 10 (reason dropped). The labels entry is
+    moved one byte on in the header, every checksum still right."""
+    data = (VECTORS / "unknown_optional_section.dd").read_bytes()
+    header, body = split_header(data)
+    header["sections"][1]["offset"] += 1
+    raw = msgpack.packb(header, use_bin_type=True)
+    pre = struct.pack("<8sHHIQI", data[:8], *struct.unpack_from("<HH", data, 8), len(raw), len(data),
+                      zlib.crc32(raw))
+    path = tmp_path / "x.dd"
+    path.write_bytes(pre + struct.pack("<I", zlib.crc32(pre)) + raw + body)
+    with pytest.raises(LayoutError) as info:
+        ddformat.open(path)
+    assert (info.value.reason, info.value.section, info.value.field, info.value.offset) == (
+        "section starts at 1153, expected 1152", "labels", "sections[1].offset", 1153)
