@@ -1,5 +1,5 @@
 """Writing the ``.dd`` container: plan the layout from the sections' lengths and checksums,
-check the header with the reader's own schema, then stream the file into a temporary file that
+have the reader open the plan, then stream the file into a temporary file that
 atomically replaces the destination.
 
 Nothing is written before the header is complete and valid: the header holds every section's
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
-from ..errors import LimitError, TruncatedError
-from ..limits import DEFAULT_LIMITS, MAGIC, MAJOR, MINOR, PREAMBLE_SIZE, Limits
+from ..errors import TruncatedError
+from ..limits import MAGIC, MAJOR, MINOR, PREAMBLE_SIZE
 from .bits import bit_account
-from .header import Header, SectionEntry, decode_header, encode_header, parse_header
+from .header import Header, SectionEntry, encode_header
 from .layout import PREAMBLE, align, content_hash, crc32
 from .sections import EncodedSection
 
@@ -75,11 +75,10 @@ class Plan:
 
 
 def plan(dataset: dict[str, Any], provenance: dict[str, Any], recipe: dict[str, Any],
-         sections: Sequence[EncodedSection], limits: Limits = DEFAULT_LIMITS) -> Plan:
-    """Lay out a file and check its header exactly as a reader will (:func:`parse_header` on the
-    encoded bytes), raising the reader's :class:`~ddformat.errors.HeaderError` or
-    :class:`~ddformat.errors.LimitError` naming the field. The bit account is solved to a
-    fixed point because it counts the header that contains it."""
+         sections: Sequence[EncodedSection]) -> Plan:
+    """Lay out a file. The bit account is solved to a fixed point because it counts the header
+    that contains it. The plan serves reads, so ``save`` checks it by opening it with the reader
+    (header schema, layout, bit account, limits) before writing it."""
     payloads = [s.data for s in sections]
     crcs = [crc32(p) for p in payloads]
     provenance = {**provenance, "content_hash": content_hash(payloads)}
@@ -100,10 +99,6 @@ def plan(dataset: dict[str, Any], provenance: dict[str, Any], recipe: dict[str, 
         header_length = len(header)
     else:
         raise RuntimeError("bit account did not reach a fixed point")
-    if header_length > limits.max_header_bytes:
-        raise LimitError(f"header of {header_length} bytes exceeds the limit of {limits.max_header_bytes}",
-                         section="header", field="header_length")
-    parse_header(decode_header(header), limits)
     return Plan(pack_preamble(header, offset) + header, entries, payloads, offset)
 
 
