@@ -181,7 +181,7 @@ def save(
 
     ``samples`` is (N, C, H, W) (any C×H×W, or other ranks up to 4) of uint8, float16 or float32
     (stored by the lossless ``pixels`` codec), or an object a samples codec takes, e.g.
-    :class:`~ddformat.codecs.ruo.RuoSamples` (latents and networks for the ``ruo`` codec; its
+    :class:`~ddformat.codecs.ruo.RuoSamples` (latents and networks for the ``ruo2`` codec; its
     labels must be class-grouped). Codecs are chosen by name, or else the first that can store
     the value as it is;
     ``labels`` is (N,) class indices or (N, K) probabilities; ``weights`` is (N,) per-sample

@@ -65,7 +65,7 @@ MAGIC = b"\x89DDF\r\n\x1a\n"
 EXPECT = ("refuse", "identical", "either", "any")
 KNOWN_KINDS = ("samples", "labels", "weights", "zca")
 COMPONENTS = ("samples", "decoders", "entropy_networks", "labels", "weights", "other")
-CODEC_NAMES = ("pixels", "ruo", "grouped", "indices", "dense", "topk", "counts", "float", "matrix")
+CODEC_NAMES = ("pixels", "ruo2", "grouped", "indices", "dense", "topk", "counts", "float", "matrix")
 MAX_NESTING = 32
 
 
@@ -319,7 +319,7 @@ _EDGE: list[Any] = [
     0, 1, -1, 2, 3, 255, 256, 4096, 65536, 65537, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**53 + 1,
     2**63 - 1, 2**63, 2**64 - 1, -2**31, -2**63, 0.0, -0.0, 0.5, 1.5, 1e-300, 5e-324, 1e300, -1e300,
     math.nan, math.inf, -math.inf, "", "x", "\x00", "é", "samples", "labels", "weights", "zca",
-    "ruo.arm", "pixels", "zstd", "none", "shuffle", "float16", "float32", "uint8", None, True, False,
+    "ruo2.arm", "pixels", "zstd", "none", "shuffle", "float16", "float32", "uint8", None, True, False,
     b"", b"\x00\x01", [], [0], [-1], [2**64 - 1], [None], ["x"],
 ]
 
@@ -432,12 +432,12 @@ def _codec(d: Draft, i: int) -> Any:
 
 
 def _is_ruo(d: Draft, i: int) -> bool:
-    return _codec(d, i) == "ruo"
+    return _codec(d, i) == "ruo2"
 
 
 def _optional_kind(kind: Any) -> bool:
     """Kinds whose removal leaves a valid file with other tensors (or fewer sections)."""
-    return kind not in ("samples", "labels") and not (isinstance(kind, str) and kind.startswith("ruo."))
+    return kind not in ("samples", "labels") and not (isinstance(kind, str) and kind.startswith("ruo2."))
 
 
 def _value_expectation(d: Draft, path: str, old: Any, new: Any) -> str:
@@ -463,7 +463,7 @@ def _value_expectation(d: Draft, path: str, old: Any, new: Any) -> str:
         return "identical" if good else "refuse"
     if rest == "component":
         return "identical" if new in COMPONENTS else "refuse"
-    if kind not in KNOWN_KINDS and not (isinstance(kind, str) and kind.startswith("ruo.")):
+    if kind not in KNOWN_KINDS and not (isinstance(kind, str) and kind.startswith("ruo2.")):
         if rest.startswith("params."):
             return "identical"  # free-form, and nobody reads them
         if rest == "params":
@@ -564,10 +564,10 @@ def op_section_identity(rng: random.Random, d: Draft) -> Mutation | None:
     i = rng.randrange(len(entries))
     e = entries[i]
     kind, codec = get(e, "kind"), get(e, "codec")
-    known = kind in KNOWN_KINDS or (isinstance(kind, str) and kind.startswith("ruo."))
+    known = kind in KNOWN_KINDS or (isinstance(kind, str) and kind.startswith("ruo2."))
     which = rng.choice(["kind", "codec", "required", "unknown-codec-optional"])
     if which == "kind":
-        new = rng.choice([k for k in (*KNOWN_KINDS, "ruo.arm", "ruo.decoder", "vendor.x", "", "samples.x")
+        new = rng.choice([k for k in (*KNOWN_KINDS, "ruo2.arm", "ruo2.decoder", "vendor.x", "", "samples.x")
                           if k != kind])
         put(e, "kind", new)
         if not known:
@@ -701,7 +701,7 @@ def op_class_bytes(rng: random.Random, d: Draft) -> Mutation | None:
         if k == 1 and len(get(get(e, "params"), "frames") or []) == 1:
             return None  # with one class and one frame, [length] is what class_bytes would be
         kind = get(e, "kind")
-        if kind not in KNOWN_KINDS and not (isinstance(kind, str) and kind.startswith("ruo.")):
+        if kind not in KNOWN_KINDS and not (isinstance(kind, str) and kind.startswith("ruo2.")):
             return None  # an unknown section's attribution is its writer's business
         put(e, "class_bytes", new) if any(pair[0] == "class_bytes" for pair in e) else e.append(["class_bytes", new])
         return Mutation(f"sections[{i}] ({kind}) gets class_bytes {new} it does not define", "refuse")

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import struct
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -76,6 +77,9 @@ def valid_files(out: Path) -> dict[str, Path]:
         recipe={"loss": "kl", "temperature": 4.0, "weighting": {"scheme": "explicit", "normalization": "batch"}})
     files["ruo_two_slices"] = ddformat.save(out / "ruo_two_slices.dd", _ruo_samples(), np.array([0, 0, 1]),
                                             name="vector-ruo")
+    files["ruo_v5_rgb_streams"] = ddformat.save(
+        out / "ruo_v5_rgb_streams.dd", _ruo_rgb_samples(), np.array([0, 1, 1, 2]), name="vector-ruo-v5",
+        codec_options={"samples": {"samples_per_stream": 1, "weights_per_stream": 300}})
     files["unknown_optional_section"] = _with_extra_section(
         out / "unknown_optional_section.dd", EncodedSection("vendor.note", "utf8", "other", b"skip me", required=False))
     return files
@@ -94,6 +98,80 @@ def _ruo_samples() -> RuoSamples:
         latents = rng.integers(-3, 4, size=(n, m))
         slices.append(RuoSlice(latents, arm, 6, decoder, 8))
     return RuoSamples((1, 6, 6), 3, 4, 3, 1, "v4-40", slices)
+
+
+def _ruo_rgb_samples() -> RuoSamples:
+    """Two slices of 3×5×7 colour samples through the v5-240 decoder (two hidden 1×1 layers);
+    the second slice straddles classes 1 and 2, so its bytes are shared (no class_bytes). Written
+    with one stream per sample and 300 weights per network stream: many streams per section."""
+    rng = np.random.default_rng(11)
+    template = RuoSamples((3, 5, 7), 2, 6, 4, 2, "v5-240", [])
+    m, _ = schedule(5, 7, 2, 6)
+    slices = []
+    for n in (1, 3):
+        arm = [(rng.integers(-60, 61, size=shape), rng.integers(-30, 31, size=shape[0])) for shape in template.arm_shapes()]
+        decoder = {k: rng.integers(-200, 201, size=shape) for k, shape in template.decoder_shapes().items()}
+        slices.append(RuoSlice(rng.integers(-5, 6, size=(n, m)), arm, 7, decoder, 10))
+    return RuoSamples((3, 5, 7), 2, 6, 4, 2, "v5-240", slices)
+
+
+def _ruo_stream(data: bytes, kind: str, change: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+                ) -> bytes:
+    """The file with one ``ruo2`` section's streams changed — ``change(word counts, words)``
+    returns new ones — and every check but the streams' own kept consistent."""
+    def edit(h: dict[str, Any]) -> None:
+        entry = next(s for s in h["sections"] if s["kind"] == kind)
+        body, params, template = entry["_body"], entry["params"], _ruo_samples()
+        if kind == "samples":
+            counts = sum(-(-n // params["samples_per_stream"]) for n in params["slices"])
+        else:
+            shapes = template.decoder_shapes().values() if kind.endswith("decoder") else \
+                [shape for pair in template.arm_shapes() for shape in (pair, pair[:1])]
+            counts = len(params["steps"]) * -(-sum(math.prod(shape) for shape in shapes) // params["weights_per_stream"])
+        lengths = np.frombuffer(body[:counts], np.uint8).astype(np.int64)  # one-byte varints here
+        stop = np.cumsum(lengths)
+        lengths, words = change(lengths, np.frombuffer(body[counts:4 * int(stop[-1]) + counts], "<u4").astype(np.int64))
+        entry["_body"] = bytes(lengths.astype(np.uint8)) + words.astype("<u4").tobytes()
+        entry["class_bytes"][0] += len(entry["_body"]) - len(body)  # stream 0 is class 0's
+    return reseal(data, edit, rebits=True)
+
+
+def _drop_last_word(lengths: np.ndarray, words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    out = lengths.copy()
+    out[0] -= 1
+    return out, np.delete(words, lengths[0] - 1)
+
+
+def _add_word(lengths: np.ndarray, words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    out = lengths.copy()
+    out[0] += 1
+    return out, np.insert(words, lengths[0], 0x12345678)
+
+
+def _flip_word(lengths: np.ndarray, words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    out = words.copy()
+    out[2] ^= 1 << 7
+    return lengths, out
+
+
+def ruo_invalid_files(data: bytes) -> dict[str, tuple[bytes, str]]:
+    """Streams of the ``ruo_two_slices`` vector cut, extended or changed, with every CRC, length,
+    the bit account and the content hash recomputed: only the coder's end condition catches them."""
+    def version(h: dict[str, Any]) -> None:
+        h["sections"][0]["params"]["decoder_version"] = "v4-160"
+
+    return {
+        "ruo_latent_stream_missing_last_word": (_ruo_stream(data, "samples", _drop_last_word), "DecodeError"),
+        "ruo_decoder_stream_extra_word": (_ruo_stream(data, "ruo2.decoder", _add_word), "DecodeError"),
+        "ruo_arm_stream_word_changed": (_ruo_stream(data, "ruo2.arm", _flip_word), "DecodeError"),
+        "ruo_latent_stream_word_changed": (_ruo_stream(data, "samples", _flip_word), "DecodeError"),
+        "ruo_decoder_version_swapped": (reseal(data, version, rebits=True), "DecodeError"),
+    }
+
+
+FROZEN = {"ruo_withdrawn_v1_bitstream": "UnsupportedError"}
+"""Invalid vectors that no current writer can make, kept as they are: a file of the withdrawn
+``ruo`` codec (constriction-defined bitstream), which readers refuse (spec § 3.6)."""
 
 
 def _base_sections(n: int = 6, k: int = 2) -> tuple[dict[str, Any], list[EncodedSection]]:
@@ -178,9 +256,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "spec" / "vectors")
     args = ap.parse_args()
     valid_dir, invalid_dir = args.out / "valid", args.out / "invalid"
+    frozen = {name: (invalid_dir / f"{name}.dd").read_bytes() for name in FROZEN}
     for d in (valid_dir, invalid_dir):
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
+    for name, data in frozen.items():
+        (invalid_dir / f"{name}.dd").write_bytes(data)
     for name, path in valid_files(valid_dir).items():
         with ddformat.open(path) as f:
             f.verify()
@@ -190,7 +271,10 @@ def main() -> None:
                 meta |= float_samples(f)
         (valid_dir / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
     dataset, sections = _base_sections()
-    for name, (data, error) in invalid_files(build(dataset, _PROVENANCE, _RECIPE, sections)).items():
+    invalid = invalid_files(build(dataset, _PROVENANCE, _RECIPE, sections))
+    invalid |= ruo_invalid_files((valid_dir / "ruo_two_slices.dd").read_bytes())
+    invalid |= {name: (data, FROZEN[name]) for name, data in frozen.items()}
+    for name, (data, error) in invalid.items():
         (invalid_dir / f"{name}.dd").write_bytes(data)
         (invalid_dir / f"{name}.json").write_text(json.dumps({"error": error}) + "\n")
     print(f"wrote {len(list(valid_dir.glob('*.dd')))} valid and {len(list(invalid_dir.glob('*.dd')))} invalid vectors to {args.out}")

@@ -26,8 +26,8 @@ Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
 def samples_tensor(file: DDFile, device: str | torch.device = "cpu") -> torch.Tensor:
-    """A file's samples as a tensor on ``device``, decoded there when the codec can (``ruo``
-    synthesises on the GPU)."""
+    """A file's samples as a tensor on ``device``, decoded there when the codec can (``ruo2``
+    entropy-decodes and synthesises on the GPU)."""
     device = torch.device(device)
 
     def decode(codec: Any, section: Any, layout: Any, aux: Any) -> torch.Tensor:

@@ -1,6 +1,7 @@
-"""The ``ruo`` codec: bit-exact latents, an integer entropy model every decoder agrees on, numpy
-and torch synthesis that agree, decoding without torch, and decoding work bounded before it
-starts."""
+"""The ``ruo2`` codec: bit-exact latents, an integer entropy model and coder every decoder agrees
+on (numpy, torch on any device, and an independent reference written from the spec), numpy and
+torch synthesis that agree, decoding without torch, corrupt streams refused, and decoding work
+bounded before it starts."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import ddformat
 from ddformat import FormatError
@@ -44,9 +47,11 @@ from ddformat.codecs.ruo.grid import (
     wavefront_slope,
     wavefront_steps,
 )
+from ddformat.codecs.ruo.laplace import LATENT_TABLE_SHA256, latent_cdf, table_digest
 from ddformat.limits import Limits
 from ddformat.torch import samples_tensor
-from tests.support import reseal
+from tests.codecs import ruo_reference
+from tests.support import reseal, split_header
 
 REPO = Path(__file__).resolve().parents[2]
 VECTOR = REPO / "spec" / "vectors" / "valid" / "ruo_two_slices.dd"
@@ -166,7 +171,7 @@ def test_any_corrupted_byte_of_a_ruo_section_is_caught_before_decoding(tmp_path)
     path = ddformat.save(tmp_path / "r.dd", samples, np.array([0, 0, 1]))
     data = path.read_bytes()
     with ddformat.open(path) as f:
-        regions = [(e.offset, e.length) for e in f.header.sections if e.codec == "ruo"]
+        regions = [(e.offset, e.length) for e in f.header.sections if e.codec == RUO.name]
     assert len(regions) == 3
     bad = tmp_path / "bad.dd"
     for offset, length in regions:
@@ -189,15 +194,20 @@ def test_inconsistent_ruo_params_raise_format_errors(tmp_path):
     base = ddformat.save(tmp_path / "r.dd", samples, np.array([0, 0, 1, 1])).read_bytes()
     edits = {
         "slices": lambda h: h["sections"][0]["params"].update(slices=[3, 1]),
-        "frames": lambda h: h["sections"][0]["params"].update(frames=[4, 4]),
         "version": lambda h: h["sections"][0]["params"].update(decoder_version="v9"),
         "width": lambda h: h["sections"][0]["params"].update(arm_width=129),
-        "step": lambda h: h["sections"][1]["params"]["networks"][0].update(step=99),
-        "scale": lambda h: h["sections"][2]["params"]["networks"][1].update(scale=1e9),
+        "group": lambda h: h["sections"][0]["params"].update(samples_per_stream=0),
+        "group type": lambda h: h["sections"][0]["params"].update(samples_per_stream=1.0),
+        "step": lambda h: h["sections"][1]["params"]["steps"].__setitem__(0, 99),
+        "sigma": lambda h: h["sections"][2]["params"]["sigmas"].__setitem__(1, 61),
+        "range": lambda h: h["sections"][2]["params"]["ranges"].__setitem__(0, 0),
+        "networks": lambda h: h["sections"][1]["params"]["steps"].pop(),
+        "weights per stream": lambda h: h["sections"][2]["params"].update(weights_per_stream=0),
     }
     for name, edit in edits.items():
         (tmp_path / "e.dd").write_bytes(reseal(base, edit, rebits=True))
-        _refusal(tmp_path / "e.dd")
+        error = _refusal(tmp_path / "e.dd")
+        assert isinstance(error, ddformat.errors.DecodeError) and error.field.startswith(("params", "payload")), (name, error)
 
 
 def test_class_bytes_must_be_the_streams_of_each_class_in_every_section(tmp_path):
@@ -218,7 +228,7 @@ def test_class_bytes_must_be_the_streams_of_each_class_in_every_section(tmp_path
         error = _refusal(tmp_path / "e.dd")
         assert isinstance(error, ddformat.errors.DecodeError) and error.field == "class_bytes", (name, error)
     with ddformat.open(tmp_path / "r.dd") as f:
-        assert [e.class_bytes for e in f.header.sections[:3]] == [e.params["frames"] for e in f.header.sections[:3]]
+        assert all(sum(e.class_bytes) == e.length and 0 not in e.class_bytes for e in f.header.sections[:3])
         f.verify()
 
 
@@ -243,7 +253,7 @@ def test_a_2kb_file_claiming_2048x2048_samples_is_refused_within_a_second(tmp_pa
     refuses latents its stream cannot hold, before building the schedule."""
 
     def huge(h):
-        h["dataset"]["sample_shape"] = [3, 2048, 2048]
+        h["dataset"]["sample_shape"] = [1, 2048, 2048]
         h["dataset"]["normalization"] = None
 
     path = tmp_path / "huge.dd"
@@ -256,15 +266,15 @@ def test_a_2kb_file_claiming_2048x2048_samples_is_refused_within_a_second(tmp_pa
     assert float(seconds) < 1.0, message
     assert message.startswith("LimitError" if expansion == Limits().max_expansion else "DecodeError"), message
     if expansion != Limits().max_expansion:
-        assert "params.frames[0]" in message and f"{LATENTS_PER_WORD}" in message
+        assert "'payload'" in message and "stream 0 claims" in message and f"{LATENTS_PER_WORD}" in message
 
 
 def test_channel_counts_the_decoder_stream_cannot_hold_are_refused_before_decoding(tmp_path):
-    """4,095 channels once reached constriction's allocator (which aborts the process); now the
-    channel limit refuses it, and any count within the limit must still fit the decoder stream."""
+    """4,095 channels once reached the entropy coder's allocator (which aborted the process); the
+    channel limit refuses it, and any count within the limit must still fit the decoder streams."""
     raised = Limits(max_expansion=2**40)
     base = VECTOR.read_bytes()
-    for channels, field in ((4095, "dataset.sample_shape"), (MAX_CHANNELS, "params.frames[0]")):
+    for channels, field in ((4095, "dataset.sample_shape"), (MAX_CHANNELS, "payload")):
         def wide(h, channels=channels):
             h["dataset"]["sample_shape"] = [channels, 6, 6]
             h["dataset"]["normalization"] = None
@@ -396,10 +406,146 @@ print("ok", error)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_gpu_decoding_matches_cpu(tmp_path):
+def test_gpu_decoding_matches_cpu_bit_for_bit_in_latents(tmp_path):
     samples = random_samples([3, 3], shape=(3, 16, 16))
-    path = ddformat.save(tmp_path / "r.dd", samples, np.array([0, 0, 0, 1, 1, 1]))
+    path = ddformat.save(tmp_path / "r.dd", samples, np.array([0, 0, 0, 1, 1, 1]),
+                         codec_options={"samples": {"samples_per_stream": 1}})
     with ddformat.open(path) as f:
         cpu, gpu = f.samples(), samples_tensor(f, "cuda")
-    assert gpu.is_cuda
+        c = f.container
+        on_gpu = RUO.read(c.section("samples"), f.layout, c.section, torch, torch.device("cuda"))
+    assert gpu.is_cuda and all(s.latents.is_cuda for s in on_gpu.slices)
+    for a, b in zip(samples.slices, on_gpu.slices):
+        assert np.array_equal(a.latents, b.latents.cpu().numpy())
     np.testing.assert_allclose(gpu.cpu().numpy(), cpu, rtol=0, atol=1e-4)
+
+
+def test_the_latent_table_is_the_specs_integer_table():
+    """The table every decoder codes with: its SHA-256 is in the spec, and the reference
+    computes the same rows from the spec's procedure in Python integers."""
+    cdf = latent_cdf()
+    assert table_digest(cdf) == LATENT_TABLE_SHA256
+    for sigma_index, fraction in ((-16, 0), (-16, 9), (0, 8), (13, 3), (27, 15)):
+        row = (sigma_index + 16) * 16 + fraction
+        reference = ruo_reference.table(sigma_index, fraction, tuple(range(-128, 129)))
+        assert cdf[row].tolist() == list(reference), (sigma_index, fraction)
+
+
+def _decode_everywhere(path: Path) -> list[list[np.ndarray]]:
+    """Latents of every slice from the numpy decoder, the torch decoder on the CPU and the
+    reference decoder written from the spec."""
+    with ddformat.open(path) as f:
+        c = f.container
+        numpy_read = RUO.read(c.section("samples"), f.layout, c.section)
+        torch_read = RUO.read(c.section("samples"), f.layout, c.section, torch, torch.device("cpu"))
+        sections = {e.kind: c.section(e.kind) for e in f.header.sections}
+    samples, arm, decoder = sections["samples"], sections["ruo2.arm"], sections["ruo2.decoder"]
+    p = samples.params
+    template = RuoSamples(f.layout.sample_shape, p["scales"], p["context"], p["arm_width"], p["arm_depth"],
+                          p["decoder_version"], [])
+    arm_shapes = [shape for pair in template.arm_shapes() for shape in (pair, (pair[0],))]
+    arm_weights = ruo_reference.weights(bytes(arm.data), sum(int(np.prod(s)) for s in arm_shapes),
+                                        arm.params["weights_per_stream"], arm.params["sigmas"], arm.params["ranges"])
+    decoder_total = sum(int(np.prod(s)) for s in template.decoder_shapes().values())
+    decoder_weights = ruo_reference.weights(bytes(decoder.data), decoder_total, decoder.params["weights_per_stream"],
+                                            decoder.params["sigmas"], decoder.params["ranges"])
+    arms = []
+    for flat in arm_weights:
+        ends = np.cumsum([0] + [int(np.prod(s)) for s in arm_shapes])
+        parts = [np.array(flat[a:b]).reshape(s) for a, b, s in zip(ends[:-1], ends[1:], arm_shapes)]
+        arms.append(list(zip(parts[0::2], parts[1::2])))
+    reference = ruo_reference.latents(bytes(samples.data), p["slices"], p["samples_per_stream"],
+                                      f.layout.sample_shape[1:], p["scales"], p["context"], arms, arm.params["steps"])
+    for s, flat_arm, flat_decoder in zip(numpy_read.slices, arm_weights, decoder_weights):
+        assert np.concatenate([a.reshape(-1) for pair in s.arm for a in pair]).tolist() == flat_arm
+        assert np.concatenate([v.reshape(-1) for v in s.decoder.values()]).tolist() == flat_decoder
+    return [[s.latents for s in numpy_read.slices], [s.latents.numpy() for s in torch_read.slices], reference]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_numpy_torch_and_reference_decoders_agree_bit_for_bit_on_random_latents_under_random_networks(tmp_path, data):
+    sizes = data.draw(st.lists(st.integers(1, 3), min_size=1, max_size=3), label="slices")
+    channels, h, w = data.draw(st.tuples(st.integers(1, 3), st.integers(2, 7), st.integers(2, 7)), label="shape")
+    scales, context = data.draw(st.integers(1, 3), label="scales"), data.draw(st.integers(1, 6), label="context")
+    depth, spread = data.draw(st.integers(0, 2), label="depth"), data.draw(st.sampled_from([0.3, 2.0, 20.0]))
+    samples = random_samples(sizes, shape=(channels, h, w), scales=scales, context=context,
+                             width=data.draw(st.integers(1, 5), label="width"), depth=depth,
+                             seed=data.draw(st.integers(0, 2**16), label="seed"), spread=spread)
+    options = {"samples_per_stream": data.draw(st.sampled_from([1, 2, None]), label="samples_per_stream"),
+               "weights_per_stream": data.draw(st.sampled_from([7, 64, None]), label="weights_per_stream")}
+    path = ddformat.save(tmp_path / "h.dd", samples, np.repeat(np.arange(len(sizes)), sizes),
+                         codec_options={"samples": options})
+    numpy_latents, torch_latents, reference = _decode_everywhere(path)
+    for original, a, b, c in zip(samples.slices, numpy_latents, torch_latents, reference):
+        assert np.array_equal(original.latents, a) and np.array_equal(a, b) and np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("vector", ["ruo_two_slices", "ruo_v5_rgb_streams"])
+def test_every_vector_decodes_to_the_same_latents_in_numpy_torch_and_the_reference(vector):
+    path = VECTOR.parent / f"{vector}.dd"
+    numpy_latents, torch_latents, reference = _decode_everywhere(path)
+    for a, b, c in zip(numpy_latents, torch_latents, reference):
+        assert np.array_equal(a, b) and np.array_equal(a, c)
+
+
+def _with_payload(data: bytes, kind: str, payload: bytes) -> bytes:
+    """The file with one section's payload replaced, every check but the codec's own consistent
+    (a one-class file's class_bytes follow the length)."""
+    def edit(h):
+        entry = next(s for s in h["sections"] if s["kind"] == kind)
+        entry["_body"] = payload
+        if entry.get("class_bytes") and len(entry["class_bytes"]) == 1:
+            entry["class_bytes"] = [len(payload)]
+    return reseal(data, edit, rebits=True)
+
+
+def test_every_byte_of_every_stream_flipped_is_refused_even_with_every_checksum_recomputed(tmp_path):
+    """The coder's own end condition (final state 2^31, every word read, latents within ±64)
+    catches what the CRCs would: no flipped byte of any ruo2 section decodes to anything."""
+    samples = random_samples([2, 1], shape=(1, 5, 5), scales=2, context=4, width=3, depth=1, seed=4)
+    path = ddformat.save(tmp_path / "r.dd", samples, np.array([0, 0, 1]),
+                         codec_options={"samples": {"samples_per_stream": 1, "weights_per_stream": 40}})
+    data = path.read_bytes()
+    header, _ = split_header(data)
+    for entry in header["sections"][:3]:
+        body = data[entry["offset"]:entry["offset"] + entry["length"]]
+        for i in range(len(body)):
+            for bit in (0x01, 0x80):
+                changed = body[:i] + bytes([body[i] ^ bit]) + body[i + 1:]
+                (tmp_path / "bad.dd").write_bytes(_with_payload(data, entry["kind"], changed))
+                with pytest.raises(ddformat.errors.DecodeError):
+                    with ddformat.open(tmp_path / "bad.dd") as f:
+                        f.samples()
+
+
+def test_streams_cut_short_or_read_past_their_end_are_refused(tmp_path):
+    """constriction returned symbols past the end of a cut stream and still reported it empty:
+    latent streams cut by 8–16 words, and a swapped decoder version, decoded to garbage."""
+    samples = random_samples([6], shape=(1, 8, 8), scales=2, context=4, width=3, depth=1, seed=5)
+    path = ddformat.save(tmp_path / "r.dd", samples, np.zeros(6, np.int64),
+                         codec_options={"samples": {"samples_per_stream": 6}})
+    data = path.read_bytes()
+    header, _ = split_header(data)
+    entry = header["sections"][0]
+    body = data[entry["offset"]:entry["offset"] + entry["length"]]
+    words = body[1:] if body[0] < 0x80 else body[2:]
+    count = len(words) // 4
+    assert count > 20
+    for cut in (1, 8, 16):
+        table = bytes([count - cut]) if count - cut < 128 else bytes([(count - cut) & 0x7F | 0x80, (count - cut) >> 7])
+        (tmp_path / "cut.dd").write_bytes(_with_payload(data, "samples", table + words[:4 * (count - cut)]))
+        error = _refusal(tmp_path / "cut.dd")
+        assert isinstance(error, ddformat.errors.DecodeError) and "latent stream 0 is corrupt" in str(error), error
+    for version in ("v4-160", "v4-1200", "v5-240"):
+        def swap(h, version=version):
+            h["sections"][0]["params"]["decoder_version"] = version
+        (tmp_path / "swap.dd").write_bytes(reseal(data, swap, rebits=True))
+        assert isinstance(_refusal(tmp_path / "swap.dd"), ddformat.errors.DecodeError)
+
+
+def test_files_of_the_withdrawn_ruo_bitstream_are_refused_as_an_unknown_codec():
+    path = REPO / "spec" / "vectors" / "invalid" / "ruo_withdrawn_v1_bitstream.dd"
+    with pytest.raises(ddformat.errors.UnsupportedError) as info:
+        ddformat.open(path)
+    assert "'ruo'" in str(info.value) and info.value.section == "samples"

@@ -162,8 +162,8 @@ def _optional(kind: str):
     ("unknown_optional_section", _drop("labels"), "file has no such section, which every file needs", "labels", None),
     ("unknown_optional_section", _optional("labels"), "a section of this kind must be marked required", "labels",
      "required"),
-    ("ruo_two_slices", _drop("ruo.arm"), "the 'ruo' samples codec needs this section", "ruo.arm", None),
-    ("ruo_two_slices", _optional("ruo.arm"), "a section of this kind must be marked required", "ruo.arm",
+    ("ruo_two_slices", _drop("ruo2.arm"), "the 'ruo2' samples codec needs this section", "ruo2.arm", None),
+    ("ruo_two_slices", _optional("ruo2.arm"), "a section of this kind must be marked required", "ruo2.arm",
      "required"),
 ], ids=["missing", "optional", "missing_aux", "optional_aux"])
 def test_files_lacking_a_section_they_need_are_refused_at_open_naming_it(
@@ -220,12 +220,12 @@ def test_the_decoded_size_limit_counts_sample_bytes_and_admits_exactly_the_limit
                                                        "samples")
 
 
-@pytest.mark.parametrize("vector,payload", [("unknown_optional_section", 96), ("ruo_two_slices", 100 + 48 + 536)],
+@pytest.mark.parametrize("vector,payload", [("unknown_optional_section", 96), ("ruo_two_slices", 106 + 58 + 522)],
                          ids=["samples_only", "with_aux_sections"])
 def test_the_expansion_limit_weighs_the_samples_and_their_codecs_sections_only(
         tmp_path: Path, vector: str, payload: int) -> None:
     """Kills reader.DDFile._check_semantics 67 (payload summed over every other section: here
-    labels and a vendor note), 74 (the samples codec's own ``ruo.*`` sections left out), 80-88
+    labels and a vendor note), 74 (the samples codec's own ``ruo2.*`` sections left out), 80-88
     (reason or section dropped or changed). A header edited to 1024×1024 samples makes the check
     decide: the least ``max_expansion`` that admits them is exact for the right payload only."""
     path = tmp_path / "x.dd"

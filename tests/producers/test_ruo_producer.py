@@ -56,7 +56,7 @@ def test_a_tiny_run_writes_a_file_that_verifies(run, capsys):
         assert f.provenance["producer"] == "producers.ruo"
         assert f.recipe["architecture"] == "ConvNet-D3"
         assert f.dataset["normalization"]["applied"] is True
-        assert {s.kind for s in f.container.header.sections} >= {"samples", "ruo.arm", "ruo.decoder"}
+        assert {s.kind for s in f.container.header.sections} >= {"samples", "ruo2.arm", "ruo2.decoder"}
 
 
 def test_the_file_decodes_to_the_samples_the_producer_reports(run):

@@ -1,22 +1,26 @@
-"""``ruo``: samples as entropy-coded integer latents plus tiny per-slice networks (paper 000).
+"""``ruo2``: samples as entropy-coded integer latents plus tiny per-slice networks (paper 000).
 
 A *slice* is a group of samples sharing one entropy network (ARM) and one decoder (upsampler +
-synthesis); by default one slice per class. The file holds three sections:
+synthesis); by default one slice per class. The file holds three sections (spec § 3.6):
 
-* ``samples`` (codec ``ruo``, component ``samples``): per slice, one ANS stream of its latents,
-  coded in wavefront order (:mod:`.grid`) under ``QuantizedLaplace(-64, 64)`` with μ and σ from
-  the integer ARM (:mod:`.arm`);
-* ``ruo.arm`` (component ``entropy_networks``) and ``ruo.decoder`` (component ``decoders``): per
-  slice, the network's integer weights (step 2^-k) as one ANS stream under a zero-mean discrete
-  Laplace whose scale and range are stored in the params.
+* ``samples`` (codec ``ruo2``, component ``samples``): the latents, cut into independent rANS
+  streams of ``samples_per_stream`` samples, coded in wavefront order (:mod:`.grid`) under
+  integer Laplace tables (:mod:`.laplace`) whose rows the integer ARM (:mod:`.arm`) picks;
+* ``ruo2.arm`` (component ``entropy_networks``) and ``ruo2.decoder`` (component ``decoders``):
+  per slice, the network's integer weights (step 2^-k), in streams of ``weights_per_stream``,
+  under a zero-mean integer Laplace table whose σ index and range are params.
 
-Decoding needs numpy and constriction only. It runs groups of slices of about one size in
-lockstep: per wavefront step, one batched integer-ARM call over a group's slices, samples and
-positions and one batched ``constriction`` decode per slice; then it synthesises every slice
-(:func:`synthesize`, numpy; :func:`synthesize_tensor` on a torch device). Every number that
-sizes this work is checked first (:data:`CONFIG_LIMITS`, :data:`MAX_CHANNELS`, at most
-:data:`LATENTS_PER_WORD` latents and :data:`WEIGHTS_PER_WORD` network weights per 32-bit word
-of their stream, :data:`MIN_LATENTS_PER_STEP`, and the reader's decoded-size limit).
+Each section's payload is a varint table of its streams' word counts, then the streams' words
+(:mod:`ddformat.codecs.rans`). Decoding (:mod:`.coding`) advances all streams together, one
+batched ARM call per wavefront step and one batched rANS pop per symbol of a stream: with numpy
+(reading a file needs no torch) or with torch on any device (:meth:`RuoCodec.decode_tensor`),
+bit for bit the same integers. Every number that sizes this work is checked first
+(:data:`CONFIG_LIMITS`, :data:`MAX_CHANNELS`, at most :data:`LATENTS_PER_WORD` latents and
+:data:`WEIGHTS_PER_WORD` network weights per 32-bit word of a stream,
+:data:`MIN_LATENTS_PER_STEP`, and the reader's decoded-size limit).
+
+Files of the earlier ``ruo`` codec (its coder defined by constriction's floating-point Laplace)
+are refused as an unknown codec (spec § 3.6).
 
 Public API (``__all__``), for producers: the codec and its data classes, the geometry of the
 latents (:func:`scale_shapes`, :func:`schedule`, :func:`split_scales`), the fixed-point tables
@@ -28,17 +32,16 @@ The submodules are the implementation.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, Iterator, Sequence
 
-import constriction
 import numpy as np
 
 from ...errors import DecodeError
+from .. import rans
 from ..base import AuxReader, EncodedSection, Layout, Section, param
 from ..frames import (
     check_class_bytes,
@@ -46,15 +49,22 @@ from ..frames import (
     int_list_param,
     int_param,
     section_bytes,
+    varint_decode,
+    varint_encode,
+    varint_lengths,
 )
-from .arm import (
-    LATENT_RANGE,
-    MAX_INPUTS,
-    SIGMAS,
-    WEIGHT_LIMIT,
-    IntegerArm,
-    integer_arm,
-    laplace_parameters,
+from .arm import LATENT_RANGE, MAX_INPUTS, SIGMAS, WEIGHT_LIMIT, IntegerArm
+from .coding import (
+    LatentStreams,
+    NetworkStreams,
+    decode_latents,
+    decode_weights,
+    encode_latents,
+    encode_weights,
+    latent_parameters,
+    stream_counts,
+    symbol_bits,
+    weight_chunks,
 )
 from .grid import (
     latents_per_sample,
@@ -63,6 +73,7 @@ from .grid import (
     split_scales,
     wavefront_steps,
 )
+from .laplace import latent_cdf, weight_cdf
 from .synthesis import (
     CPU_ROWS,
     DECODER_VERSIONS,
@@ -73,12 +84,10 @@ from .synthesis import (
 
 __all__ = [
     "CONFIG_LIMITS", "DECODER_VERSIONS", "FREE_STEPS", "LATENTS_PER_WORD", "LATENT_RANGE", "MAX_CHANNELS",
-    "MAX_STEP", "MIN_LATENTS_PER_STEP", "RUO", "RuoSamples", "RuoSlice", "SIGMAS", "WEIGHTS_PER_WORD",
-    "WEIGHT_LIMIT", "decoder_shapes", "estimated_bits", "scale_shapes", "schedule", "split_scales", "synthesize",
-    "synthesize_tensor", "synthesize_torch",
+    "MAX_STEP", "MIN_LATENTS_PER_STEP", "NETWORK_SIGMA_LIMITS", "RUO", "RuoSamples", "RuoSlice", "SIGMAS",
+    "STREAM_BITS", "TABLE_ENTRIES", "WEIGHTS_PER_WORD", "WEIGHT_LIMIT", "decoder_shapes", "estimated_bits", "scale_shapes",
+    "schedule", "split_scales", "synthesize", "synthesize_tensor", "synthesize_torch",
 ]
-
-_LATENTS = constriction.stream.model.QuantizedLaplace(-LATENT_RANGE, LATENT_RANGE)
 
 CONFIG_LIMITS = {"scales": (1, 16), "context": (1, 64), "arm_width": (1, MAX_INPUTS), "arm_depth": (0, 8)}
 """Allowed range of each shared parameter: they size the schedule, the ARM (whose exact
@@ -87,23 +96,32 @@ MAX_CHANNELS = 64
 """Image channels C: the residual convolutions hold 2·9·C² weights."""
 MAX_STEP = 30
 """Largest quantisation step exponent k of a network (step 2^-k)."""
+NETWORK_SIGMA_LIMITS = (-4, 60)
+"""σ indices of network weight tables: σ from ½ to 2^15."""
 LATENTS_PER_WORD = 2**17
-"""A slice of n samples may claim at most this many latents (n·M) per 32-bit word of its stream,
-plus one word's worth. No latent costs less than −log₂(1 − e^−8) ≈ 4.8·10⁻⁴ bits (σ ≥ 1/16 with
-μ on the integer), i.e. ≤ 66,000 latents per word; more would decode from nothing."""
+"""A stream of n samples may claim at most this many latents (n·M) per 32-bit word, plus one
+word's worth. No latent costs less than −log₂(1 − e^−8) ≈ 4.8·10⁻⁴ bits (σ ≥ 1/16 with μ on
+the integer), i.e. ≤ 66,000 latents per word; more would decode from nothing."""
 MIN_LATENTS_PER_STEP = 16
 """Beyond :data:`FREE_STEPS` wavefront steps, a sample's grid must give each step this many
-latents on average: a step costs a fixed ARM and ANS call, so tall thin grids (a 1×4096×6
+latents on average: a step costs a fixed ARM and rANS call, so tall thin grids (a 1×4096×6
 header on a 2 KB file: 14,341 steps of 2 latents) would be decoding time without payload."""
 FREE_STEPS = 1024
 WEIGHTS_PER_WORD = 2**7
-"""The same bound for a network stream: a weight costs at least ~0.66 bits (scale ≥ ½), ≤ 49 a word."""
-_PARALLEL_LATENTS = 2**18
-"""Latents per core below which a lockstep group is decoded on one thread."""
+"""The same bound for a network stream: a weight costs at least ~0.66 bits (σ ≥ ½), ≤ 49 a word."""
+TABLE_ENTRIES = 2**22
+"""Most entries of the weight tables one file's networks need (Σ 2·range + 2 over their distinct
+(σ, range) pairs): a table costs memory and time in proportion to its range, not its weights."""
+STREAM_BITS = 25_600
+"""Default size of a stream: about this many bits, so that the ~64 bits a stream costs beyond
+its symbols (its final state) stay near 0.25 % of the section."""
 _SYNTHESIS_PIXELS = 2**18
 """Pixels torch synthesises per chunk: bounds the D₁-wide activations on a device."""
 _NUMPY_PIXELS = 2**15
 """Pixels per chunk of numpy synthesis, one chunk per core at a time (a few MB each)."""
+_PARALLEL_LATENTS = 2**18
+"""Latents per core below which numpy decodes a group of slices on one thread."""
+AUX_KINDS = ("ruo2.arm", "ruo2.decoder")
 
 
 @dataclass
@@ -183,52 +201,9 @@ def synthesize_tensor(samples: RuoSamples, device: Any = "cpu") -> Any:
     tensors = [{k: torch.from_numpy(v).to(device) for k, v in s.decoder_tensors().items()} for s in samples.slices]
     with torch.no_grad():
         for start, index, z in _chunks(samples, _SYNTHESIS_PIXELS):
-            latents = split_scales(torch.from_numpy(z).to(device, torch.float32), h, w, samples.scales)
+            latents = split_scales(torch.as_tensor(z, device=device).float(), h, w, samples.scales)
             out[start:start + len(z)] = synthesize_torch(tensors[index], latents, (h, w), rows)
     return out
-
-
-def _contexts(latents: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
-    padded = np.concatenate([latents, np.zeros((len(latents), 1), latents.dtype)], axis=1)
-    return padded[:, neighbours]  # index -1 picks the zero column
-
-
-def _latent_parameters(samples: RuoSamples, s: RuoSlice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Symbols, μ and σ of a slice, flat in coding order: step by step, and within a step the
-    (samples × positions) block row-major — the order the lockstep decoder reads them in. All
-    contexts are known at encode time, so the ARM runs once over everything."""
-    _, h, w = samples.sample_shape
-    _, steps = schedule(h, w, samples.scales, samples.context)
-    order = np.concatenate([st.positions for st in steps])
-    neighbours = np.concatenate([st.neighbours for st in steps])
-    mu, sigma = integer_arm(_contexts(s.latents, neighbours), s.arm, s.arm_step)
-    mean, scale = laplace_parameters(mu, sigma)
-    bounds = np.cumsum([0] + [len(st.positions) for st in steps])
-    symbols = s.latents[:, order]
-
-    def step_major(a: np.ndarray) -> np.ndarray:
-        return np.concatenate([a[:, i:j].reshape(-1) for i, j in zip(bounds[:-1], bounds[1:])])
-
-    return step_major(symbols), step_major(mean), step_major(scale)
-
-
-def _ans_words(symbols: np.ndarray, family: Any, *params: np.ndarray) -> bytes:
-    coder = constriction.stream.stack.AnsCoder()
-    if symbols.size:
-        coder.encode_reverse(symbols.reshape(-1).astype(np.int32), family,
-                             *(p.reshape(-1).astype(np.float64) for p in params))
-    return coder.get_compressed().astype("<u4").tobytes()
-
-
-def _laplace_bits(symbols: np.ndarray, mean: np.ndarray, scale: np.ndarray, lo: int, hi: int) -> float:
-    """Ideal code length −Σ log₂ P of symbols under discretised Laplaces truncated to [lo, hi]."""
-    def cdf(x: np.ndarray) -> np.ndarray:
-        t = (x - mean) / scale
-        return np.where(t < 0, 0.5 * np.exp(np.minimum(t, 0)), 1 - 0.5 * np.exp(-np.maximum(t, 0)))
-
-    mass = cdf(symbols + 0.5) - cdf(symbols - 0.5)
-    total = cdf(np.full_like(mean, hi + 0.5)) - cdf(np.full_like(mean, lo - 0.5))
-    return float(-np.log2(np.maximum(mass / total, 2.0**-24)).sum())
 
 
 def _network_vector(s: RuoSlice, which: str) -> np.ndarray:
@@ -239,23 +214,37 @@ def _network_vector(s: RuoSlice, which: str) -> np.ndarray:
     return np.concatenate([p.reshape(-1) for p in parts]).astype(np.int64)
 
 
-def _network_model(values: np.ndarray) -> tuple[int, float]:
-    """Range and Laplace scale (std/√2, at least ½) for a vector of integer weights."""
-    rng = max(int(np.abs(values).max(initial=0)), 1)
-    return rng, max(float(values.std()) / math.sqrt(2), 0.5) if values.size else 0.5
+def _network_model(values: np.ndarray) -> tuple[int, int]:
+    """Range and σ index of the table a network's integer weights cost least under: the range
+    is their largest magnitude, σ the quarter-octave nearest their mean magnitude (the Laplace
+    maximum-likelihood scale) or a neighbour of it."""
+    limit = max(int(np.abs(values).max(initial=0)), 1)
+    lo, hi = NETWORK_SIGMA_LIMITS
+    guess = round(4 * math.log2(max(float(np.abs(values).mean()) if values.size else 0.5, 0.5)))
+    candidates = range(max(lo, guess - 2), min(hi, guess + 2) + 1)
+    return limit, min(candidates, key=lambda i: float(_weight_bits(values, i, limit).sum()))
+
+
+def _weight_bits(values: np.ndarray, sigma_index: int, limit: int) -> np.ndarray:
+    return symbol_bits(np.zeros(values.shape, np.int64), values + limit, weight_cdf(sigma_index, limit)[None])
+
+
+def _latent_symbols(samples: RuoSamples, s: RuoSlice) -> tuple[np.ndarray, np.ndarray]:
+    _, h, w = samples.sample_shape
+    return latent_parameters(s.latents, s.arm, s.arm_step, (h, w), samples.scales, samples.context)
 
 
 def estimated_bits(samples: RuoSamples) -> dict[str, float]:
-    """Ideal code lengths (bits) of latents and networks under the models the codec uses; the
-    file adds ANS overhead (about one 32-bit word per stream) and the container."""
+    """Ideal code lengths (bits) of latents and networks under the integer tables the codec
+    codes them with; the file adds about 64 bits per stream (:data:`STREAM_BITS`), the streams'
+    word-count tables and the container."""
     bits = {"samples": 0.0, "entropy_networks": 0.0, "decoders": 0.0}
     for s in samples.slices:
-        sym, mean, scale = _latent_parameters(samples, s)
-        bits["samples"] += _laplace_bits(sym.astype(np.float64), mean, scale, -LATENT_RANGE, LATENT_RANGE)
+        bits["samples"] += float(symbol_bits(*_latent_symbols(samples, s), latent_cdf()).sum())
         for which, key in (("arm", "entropy_networks"), ("decoder", "decoders")):
             v = _network_vector(s, which)
-            rng, b = _network_model(v)
-            bits[key] += _laplace_bits(v.astype(np.float64), np.zeros(v.shape), np.full(v.shape, b), -rng, rng)
+            limit, sigma_index = _network_model(v)
+            bits[key] += float(_weight_bits(v, sigma_index, limit).sum())
     return bits
 
 
@@ -283,39 +272,6 @@ def _class_bytes(lengths: Sequence[int], classes: list[int] | None, num_classes:
     return out
 
 
-class _SliceStream(NamedTuple):
-    """What decoding one slice's latents needs: its position, ANS words, size and integer ARM."""
-
-    index: int
-    frame: memoryview
-    size: int
-    arm: list[tuple[np.ndarray, np.ndarray]]
-    step_exp: int
-
-
-def _lockstep_groups(streams: list[_SliceStream], latents_per_sample: int, workers: int) -> list[list[_SliceStream]]:
-    """Slices decoded in lockstep, one batched ARM call per step for each group. A group pads its
-    slices to its largest, so it takes a slice only while padding at most doubles its latents:
-    memory stays within twice the real latents however unequal the slices (no 19 GiB for
-    100,000 + 1,023 × 1 samples), and slices of about one size share their per-step overhead.
-    A group with work for several cores (:data:`_PARALLEL_LATENTS`) is split across them: one
-    part's ARM (BLAS, GIL released) overlaps another's ANS decoding; small groups stay whole,
-    as threads would only contend for the GIL."""
-    groups: list[list[_SliceStream]] = []
-    total = 0
-    for st in sorted(streams, key=lambda st: -st.size):
-        if not groups or (len(groups[-1]) + 1) * groups[-1][0].size > 2 * (total + st.size):
-            groups.append([])
-            total = 0
-        groups[-1].append(st)
-        total += st.size
-    out = []
-    for group in groups:
-        parts = min(workers, len(group), max(1, sum(st.size for st in group) * latents_per_sample // _PARALLEL_LATENTS))
-        out += [group[g::parts] for g in range(parts)]
-    return out
-
-
 def _check_ranges(values: dict[str, int], channels: int) -> None:
     """Encoder side of :data:`CONFIG_LIMITS` and :data:`MAX_CHANNELS`."""
     for name, (lo, hi) in CONFIG_LIMITS.items():
@@ -339,9 +295,72 @@ def _check_integers(what: str, value: np.ndarray, limit: int) -> None:
         raise ValueError(f"{what} must be integers within ±{limit}")
 
 
+def _stream_size(given: int | None, bits: float, count: int, largest: int, name: str) -> int:
+    """``given``, or enough items per stream for about :data:`STREAM_BITS` bits."""
+    if given is not None:
+        if not isinstance(given, int) or isinstance(given, bool) or given < 1:
+            raise ValueError(f"{name} must be a positive integer, got {given!r}")
+        return min(given, max(largest, 1))
+    return min(max(1, math.ceil(STREAM_BITS * count / max(bits, 1.0))), max(largest, 1))
+
+
+def _payload(streams: Sequence[bytes], per_item: Sequence[int]) -> tuple[bytes, list[int]]:
+    """The section payload — word counts, then words — and the bytes of each slice, which owns
+    ``per_item[i]`` consecutive streams."""
+    words = np.array([len(b) // 4 for b in streams], dtype=np.int64)
+    table = varint_lengths(words) + 4 * words
+    ends = np.cumsum([0, *per_item])
+    return varint_encode(words) + b"".join(streams), [int(table[a:b].sum()) for a, b in zip(ends[:-1], ends[1:])]
+
+
+class _Streams:
+    """A section's streams as a decoder needs them: word counts, word offsets into ``words`` (the
+    section's words as int64) and the bytes of each slice."""
+
+    def __init__(self, section: Section, per_slice: Sequence[int]) -> None:
+        data = section_bytes(section)
+        count = sum(per_slice)
+        head = np.frombuffer(data[:5 * count], dtype=np.uint8)
+        ends = np.flatnonzero(head < 0x80)
+        if len(ends) < count:
+            raise DecodeError(f"the payload is too short for the word counts of its {count} streams",
+                              section=section.kind, field="payload")
+        table = int(ends[count - 1]) + 1 if count else 0
+        self.lengths = varint_decode(section, data[:table], count, "payload")
+        if count and self.lengths.min() < 2:
+            raise DecodeError(f"stream {int(np.argmin(self.lengths))} has fewer than 2 words (its final state)",
+                              section=section.kind, field="payload")
+        if table + 4 * int(self.lengths.sum()) != len(data):
+            raise DecodeError(f"word counts of {4 * int(self.lengths.sum())} bytes after a {table}-byte table do not "
+                              f"fill the {len(data)}-byte section", section=section.kind, field="payload")
+        self.section, self.data, self.table = section, data, table
+        self.starts, self.ends = rans.stream_bounds(self.lengths)
+        bounds = np.cumsum([0, *per_slice])
+        sizes = varint_lengths(self.lengths) + 4 * self.lengths
+        self.slice_bytes = [int(sizes[a:b].sum()) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def words(self) -> np.ndarray:
+        return np.frombuffer(self.data, dtype="<u4", offset=self.table).astype(np.int64)
+
+    def check_capacity(self, items: np.ndarray, per_word: int, what: str) -> None:
+        """Refuse streams claiming more items than their words can code (:data:`LATENTS_PER_WORD`)."""
+        over = np.flatnonzero(items > per_word * (self.lengths + 1))
+        if over.size:
+            i = int(over[0])
+            raise DecodeError(f"stream {i} claims {int(items[i])} {what}, more than {int(self.lengths[i])} words "
+                              f"can code (at most {per_word} per 32-bit word)", section=self.section.kind,
+                              field="payload")
+
+    def refuse_failed(self, failed: np.ndarray, what: str) -> None:
+        if failed.any():
+            i = int(np.flatnonzero(failed)[0])
+            raise DecodeError(f"{what} stream {i} is corrupt: it reads past its end, leaves words unread, or does not "
+                              "end in the rANS initial state", section=self.section.kind, field="payload")
+
+
 class RuoCodec:
-    name = "ruo"
-    aux_kinds = ("ruo.arm", "ruo.decoder")
+    name = "ruo2"
+    aux_kinds = AUX_KINDS
 
     def accepts(self, samples: Any, groups: list[int] | None) -> bool:
         return isinstance(samples, RuoSamples)
@@ -354,10 +373,11 @@ class RuoCodec:
             raise ValueError("ruo samples must come class-grouped, in the order of their labels")
         return samples
 
-    def encode(self, samples: RuoSamples, layout: Layout, groups: list[int] | None,
-               **options: Any) -> list[EncodedSection]:
-        if options:
-            raise ValueError(f"the ruo codec takes no options, got {sorted(options)}")
+    def encode(self, samples: RuoSamples, layout: Layout, groups: list[int] | None, *,
+               samples_per_stream: int | None = None, weights_per_stream: int | None = None) -> list[EncodedSection]:
+        """The three sections. Smaller streams decode in parallel on more lanes and cost about
+        64 bits each: by default each stream carries about :data:`STREAM_BITS` bits;
+        ``samples_per_stream=1`` gives the most parallel file (e.g. for GPU decoding)."""
         c, h, w = samples.sample_shape
         common = {"scales": samples.scales, "context": samples.context, "arm_width": samples.arm_width,
                   "arm_depth": samples.arm_depth, "decoder_version": samples.decoder_version}
@@ -365,9 +385,8 @@ class RuoCodec:
         if reason := _too_many_steps(h, w, samples.scales, samples.context):
             raise ValueError(reason)
         shapes = samples.decoder_shapes()
-        m = latents_per_sample(h, w, samples.scales)
-        streams: dict[str, list[bytes]] = {"samples": [], "arm": [], "decoder": []}
-        net_params: dict[str, list[dict[str, Any]]] = {"arm": [], "decoder": []}
+        m, steps = schedule(h, w, samples.scales, samples.context)
+        symbols, networks = [], {"arm": [], "decoder": []}
         for i, s in enumerate(samples.slices):
             if s.latents.ndim != 2 or s.latents.shape[1] != m:
                 raise ValueError(f"slice {i}: latents must be (n, {m})")
@@ -376,199 +395,230 @@ class RuoCodec:
                 raise ValueError(f"slice {i}: ARM layer shapes do not match context, width and depth")
             if list(s.decoder) != list(shapes) or any(s.decoder[k].shape != v for k, v in shapes.items()):
                 raise ValueError(f"slice {i}: decoder tensors must be {shapes}")
-            symbols, mean, scale = _latent_parameters(samples, s)
-            streams["samples"].append(_ans_words(symbols, _LATENTS, mean, scale))
-            for which in ("arm", "decoder"):
+            symbols.append(_latent_symbols(samples, s))
+            for which in networks:
                 step = s.arm_step if which == "arm" else s.decoder_step
                 if not 0 <= step <= MAX_STEP:
                     raise ValueError(f"slice {i}: {which} step exponent must be within [0, {MAX_STEP}]")
                 v = _network_vector(s, which)
                 _check_integers(f"slice {i} {which} weights", v, WEIGHT_LIMIT)
-                rng, b = _network_model(v)
-                family = constriction.stream.model.QuantizedLaplace(-rng, rng)
-                streams[which].append(_ans_words(v, family, np.zeros(v.shape), np.full(v.shape, b)))
-                net_params[which].append({"step": step, "range": rng, "scale": b})
+                networks[which].append((v, step, *_network_model(v)))
         sizes = [len(s.latents) for s in samples.slices]
+        bits = sum(float(symbol_bits(r, col, latent_cdf()).sum()) for r, col in symbols)
+        group = _stream_size(samples_per_stream, bits, sum(sizes), max(sizes, default=1), "samples_per_stream")
+        streams = [encode_latents(r, col, group, steps) for r, col in symbols]
+        payload, slice_bytes = _payload([b for part in streams for b in part], [len(p) for p in streams])
         classes = _slice_classes(sizes, groups, layout.num_classes)
-        common["slices"] = sizes
-        lengths = {which: [len(b) for b in parts] for which, parts in streams.items()}
-        out = [EncodedSection("samples", self.name, "samples", b"".join(streams["samples"]),
-                              {**common, "frames": lengths["samples"]},
-                              class_bytes=_class_bytes(lengths["samples"], classes, layout.num_classes))]
+        out = [EncodedSection("samples", self.name, "samples", payload,
+                              {**common, "slices": sizes, "samples_per_stream": group},
+                              class_bytes=_class_bytes(slice_bytes, classes, layout.num_classes))]
         for which, component in (("arm", "entropy_networks"), ("decoder", "decoders")):
-            out.append(EncodedSection(f"ruo.{which}", self.name, component, b"".join(streams[which]),
-                                      {"frames": lengths[which], "networks": net_params[which]},
-                                      class_bytes=_class_bytes(lengths[which], classes, layout.num_classes)))
+            nets = networks[which]
+            cost = sum(float(_weight_bits(v, sigma_index, limit).sum()) for v, _, limit, sigma_index in nets)
+            per = _stream_size(weights_per_stream, cost, sum(len(v) for v, *_ in nets), len(nets[0][0]) if nets else 1,
+                               "weights_per_stream")
+            parts = [encode_weights(v, sigma_index, limit, per) for v, _, limit, sigma_index in nets]
+            payload, slice_bytes = _payload([b for part in parts for b in part], [len(p) for p in parts])
+            params = {"steps": [n[1] for n in nets], "ranges": [n[2] for n in nets], "sigmas": [n[3] for n in nets],
+                      "weights_per_stream": per}
+            out.append(EncodedSection(f"{self.name}.{which}", self.name, component, payload, params,
+                                      class_bytes=_class_bytes(slice_bytes, classes, layout.num_classes)))
         return out
 
     # ------------------------------------------------------------------ decoding
-    def _config(self, section: Section, layout: Layout) -> tuple[RuoSamples, list[int]]:
-        """The shared parameters and slice sizes, after every check that bounds decoding work:
-        ranges, latents per stream word, and the memory decoding will take — all before
+    def _config(self, section: Section, layout: Layout) -> tuple[RuoSamples, list[int], int]:
+        """The shared parameters, slice sizes and samples per stream, after every check that
+        bounds decoding work that depends on the header alone (ranges, decoding memory) — before
         anything proportional to the number of latents is built."""
         if len(layout.sample_shape) != 3:
-            raise DecodeError("ruo samples must be (C, H, W) images", section=section.kind, field="sample_shape")
+            raise DecodeError("ruo2 samples must be (C, H, W) images", section=section.kind, field="sample_shape")
         c, h, w = layout.sample_shape
         if not 1 <= c <= MAX_CHANNELS:
-            raise DecodeError(f"ruo samples have 1 to {MAX_CHANNELS} channels, not {c}", section=section.kind,
+            raise DecodeError(f"ruo2 samples have 1 to {MAX_CHANNELS} channels, not {c}", section=section.kind,
                               field="dataset.sample_shape")
         scales, context, width, depth = (int_param(section, name, lo, hi) for name, (lo, hi) in CONFIG_LIMITS.items())
         version = param(section, "decoder_version", str)
         if version not in DECODER_VERSIONS:
-            raise DecodeError(f"unknown decoder version {version!r}", section=section.kind,
-                              field="params.decoder_version")
+            raise DecodeError(f"unknown decoder version {version!r} (known: {', '.join(DECODER_VERSIONS)})",
+                              section=section.kind, field="params.decoder_version")
         slices = param(section, "slices", list)
         sizes = int_list_param(section, "slices", (len(slices),))
         if sum(sizes) != layout.num_samples:
             raise DecodeError(f"slices hold {sum(sizes)} samples, the dataset has {layout.num_samples}",
                               section=section.kind, field="params.slices")
+        group = int_param(section, "samples_per_stream", 1, max(1, max(sizes, default=1)))
         if reason := _too_many_steps(h, w, scales, context):
             raise DecodeError(reason, section=section.kind, field="dataset.sample_shape")
         m = latents_per_sample(h, w, scales)
-        for i, (n, length) in enumerate(zip(sizes, int_list_param(section, "frames", (len(sizes),)))):
-            if n * m > LATENTS_PER_WORD * (length // 4 + 1):
-                raise DecodeError(f"slice {i} claims {n}×{m} latents, more than a stream of {length} bytes can "
-                                  f"code (at most {LATENTS_PER_WORD} per 32-bit word)", section=section.kind,
-                                  field=f"params.frames[{i}]")
-        # lockstep float64 latents (padding at most doubles them), int64 result, schedule
-        # (positions and C neighbours), samples
-        work = layout.num_samples * (16 * (m + 1) + 8 * m + 4 * c * h * w) + 8 * m * (context + 1)
-        check_decoded_size(section, work, layout.max_decoded_bytes, "ruo latents, schedule and samples")
-        return RuoSamples((c, h, w), scales, context, width, depth, version, []), sizes
+        # float64 latents (padding to the largest slice of a group at most doubles them, plus a
+        # scratch row per slice), int64 result, the wavefront schedule, the samples
+        work = (layout.num_samples + len(sizes)) * 16 * (m + 1) + layout.num_samples * (8 * m + 4 * c * h * w) \
+            + 8 * m * (context + 1)
+        check_decoded_size(section, work, layout.max_decoded_bytes, "ruo2 latents, schedule and samples")
+        return RuoSamples((c, h, w), scales, context, width, depth, version, []), sizes, group
 
-    def _check_class_bytes(self, sections: Sequence[Section], count: int, num_classes: int) -> None:
-        """``class_bytes``, when the encoder wrote them, are per-class sums of whole streams: the
-        slices form one run per class, in class order, and each section charges a class the
-        streams of its run (spec § 3.6). A slice belongs to the first class whose cumulative
-        bytes reach the slice's end in the first section that states them (``ruo.arm``, whose
-        streams are never empty, when it does); every section, that one included, must then
-        state exactly its sums."""
-        lengths = [int_list_param(s, "frames", (count,)) for s in sections]
-        stated = [i for i, s in enumerate(sections) if s.class_bytes is not None]
+    def _network_params(self, section: Section, count: int, total: int) -> tuple[list[int], list[int], list[int], int]:
+        """Per network step, σ index and range, and the weights per stream, checked."""
+        lo, hi = NETWORK_SIGMA_LIMITS
+        steps = int_list_param(section, "steps", (count,))
+        sigmas = int_list_param(section, "sigmas", (count,))
+        ranges = int_list_param(section, "ranges", (count,))
+        for name, values, (a, b) in (("steps", steps, (0, MAX_STEP)), ("sigmas", sigmas, (lo, hi)),
+                                     ("ranges", ranges, (1, WEIGHT_LIMIT))):
+            bad = [i for i, v in enumerate(values) if not a <= v <= b]
+            if bad:
+                raise DecodeError(f"must be within [{a}, {b}]", section=section.kind, field=f"params.{name}[{bad[0]}]")
+        return steps, sigmas, ranges, int_param(section, "weights_per_stream", 1, max(total, 1))
+
+    def _check_class_bytes(self, streams: Sequence[_Streams], num_classes: int) -> None:
+        """``class_bytes``, when the encoder wrote them, are per-class sums of whole slices: the
+        slices form one run per class, in class order, and each section charges a class the bytes
+        of its run's streams (spec § 3.6). A slice belongs to the first class whose cumulative
+        bytes reach the slice's end in the first section that states them (``ruo2.arm``, whose
+        slices are never empty, when it does); every section, that one included, must then state
+        exactly its sums."""
+        stated = [st for st in streams if st.section.class_bytes is not None]
         if not stated:
             return
-        bounds = np.cumsum(sections[stated[0]].class_bytes, dtype=np.int64)
-        classes = np.searchsorted(bounds, np.cumsum(lengths[stated[0]], dtype=np.int64), side="left")
-        for s, frames in zip(sections, lengths):
-            check_class_bytes(s, np.bincount(classes, weights=frames, minlength=num_classes).astype(np.int64).tolist())
-
-    def _frames(self, section: Section, count: int) -> list[memoryview]:
-        data = section_bytes(section)
-        lengths = int_list_param(section, "frames", (count,))
-        if sum(lengths) != len(data) or any(n % 4 for n in lengths):
-            raise DecodeError("frame lengths must be whole 32-bit words filling the section",
-                              section=section.kind, field="params.frames")
-        ends = np.cumsum([0, *lengths])
-        return [data[a:b] for a, b in zip(ends[:-1], ends[1:])]
-
-    def _networks(self, section: Section, shapes: list[tuple[int, ...]], count: int) -> list[tuple[int, list[np.ndarray]]]:
-        frames = self._frames(section, count)
-        nets = param(section, "networks", list)
-        if len(nets) != count:
-            raise DecodeError(f"{len(nets)} networks for {count} slices", section=section.kind, field="params.networks")
-        total = sum(math.prod(s) for s in shapes)
-        out = []
-        for i, (frame, net) in enumerate(zip(frames, nets)):
-            field = f"params.networks[{i}]"
-            if not isinstance(net, dict):
-                raise DecodeError("expected a map", section=section.kind, field=field)
-            step, rng, scale = net.get("step"), net.get("range"), net.get("scale")
-            if not (isinstance(step, int) and not isinstance(step, bool) and 0 <= step <= MAX_STEP
-                    and isinstance(rng, int) and not isinstance(rng, bool) and 1 <= rng <= WEIGHT_LIMIT
-                    and isinstance(scale, float) and 0.5 <= scale <= WEIGHT_LIMIT):
-                raise DecodeError(f"needs step in [0, {MAX_STEP}], range in [1, 2^15] and scale in [0.5, 2^15]",
-                                  section=section.kind, field=field)
-            if total > WEIGHTS_PER_WORD * (len(frame) // 4 + 1):
-                raise DecodeError(f"{total} weights cannot be coded in {len(frame)} bytes (at most "
-                                  f"{WEIGHTS_PER_WORD} per 32-bit word)", section=section.kind,
-                                  field=f"params.frames[{i}]")
-            values = self._ans_decode(section, frame, constriction.stream.model.QuantizedLaplace(-rng, rng),
-                                      np.zeros(total), np.full(total, scale), field)
-            parts, start = [], 0
-            for s in shapes:
-                parts.append(values[start:start + math.prod(s)].reshape(s))
-                start += math.prod(s)
-            out.append((step, parts))
-        return out
-
-    def _ans_decode(self, section: Section, frame: memoryview, family: Any, mean: np.ndarray,
-                    scale: np.ndarray, field: str) -> np.ndarray:
-        words = np.frombuffer(frame, dtype="<u4").astype(np.uint32)
-        with self._ans_errors(section, field):
-            coder = constriction.stream.stack.AnsCoder(words)
-            values = np.asarray(coder.decode(family, mean, scale), dtype=np.int64) if mean.size else np.zeros(0, np.int64)
-        if not coder.is_empty():
-            raise DecodeError("ANS words left over after the last symbol", section=section.kind, field=field)
-        return values
+        bounds = np.cumsum(stated[0].section.class_bytes, dtype=np.int64)
+        classes = np.searchsorted(bounds, np.cumsum(stated[0].slice_bytes, dtype=np.int64), side="left")
+        for st in streams:
+            attributed = np.bincount(classes, weights=st.slice_bytes, minlength=num_classes).astype(np.int64)
+            check_class_bytes(st.section, attributed.tolist())
 
     def decode(self, section: Section, layout: Layout, aux: AuxReader) -> np.ndarray:
         return synthesize(self.read(section, layout, aux))
 
     def decode_tensor(self, section: Section, layout: Layout, aux: AuxReader, device: Any) -> Any:
-        """Samples synthesised straight on ``device`` with torch (entropy decoding stays on the CPU)."""
-        return synthesize_tensor(self.read(section, layout, aux), device)
+        """Samples synthesised on ``device`` with torch. On an accelerator the lockstep entropy
+        decoder runs there too (the same integers as numpy); on a CPU numpy decodes them, which
+        is faster than torch's small integer kernels there."""
+        import torch
 
-    def read(self, section: Section, layout: Layout, aux: AuxReader) -> RuoSamples:
-        """Entropy-decode latents and networks (bit-exact), without synthesis."""
-        config, sizes = self._config(section, layout)
-        arm_section, decoder_section = aux("ruo.arm"), aux("ruo.decoder")
-        self._check_class_bytes([arm_section, decoder_section, section], len(sizes), layout.num_classes)
+        device = torch.device(device)
+        on_device = device.type != "cpu"
+        samples = self.read(section, layout, aux, torch if on_device else np, device if on_device else None)
+        return synthesize_tensor(samples, device)
+
+    def read(self, section: Section, layout: Layout, aux: AuxReader, xp: Any = np, device: Any = None) -> RuoSamples:
+        """Entropy-decode latents and networks (bit-exact), without synthesis: with numpy, or with
+        torch (``xp``) on ``device`` — then the latents are int64 tensors there."""
+        config, sizes, group = self._config(section, layout)
+        _, h, w = config.sample_shape
+        m = latents_per_sample(h, w, config.scales)
         arm_shapes = [shape for pair in config.arm_shapes() for shape in (pair, (pair[0],))]
         decoder_shapes = config.decoder_shapes()
-        arms = self._networks(arm_section, arm_shapes, len(sizes))
-        decoders = self._networks(decoder_section, list(decoder_shapes.values()), len(sizes))
-        frames = self._frames(section, len(sizes))
-        streams = [_SliceStream(i, frame, n, list(zip(parts[0::2], parts[1::2])), step)
-                   for i, (frame, n, (step, parts)) in enumerate(zip(frames, sizes, arms))]
-        _, h, w = config.sample_shape
-        groups = _lockstep_groups(streams, latents_per_sample(h, w, config.scales), os.cpu_count() or 1)
-        latents: dict[int, np.ndarray] = {}
-        with ThreadPoolExecutor(max(1, len(groups))) as pool:
-            for part in pool.map(lambda group: self._decode_latents(section, config, group), groups):
-                latents |= part
-        for st, (dec_step, dec_parts) in zip(streams, decoders):
-            decoder = dict(zip(decoder_shapes, dec_parts))
-            config.slices.append(RuoSlice(latents[st.index], st.arm, st.step_exp, decoder, dec_step))
+        sections = {"arm": aux(f"{self.name}.arm"), "decoder": aux(f"{self.name}.decoder")}
+        totals = {"arm": sum(math.prod(s) for s in arm_shapes), "decoder": sum(math.prod(s) for s in decoder_shapes.values())}
+        nets = {k: self._network_params(s, len(sizes), totals[k]) for k, s in sections.items()}
+        tables = {(s, r) for k in nets for s, r in zip(nets[k][1], nets[k][2])}
+        if sum(2 * r + 2 for _, r in tables) > TABLE_ENTRIES:
+            raise DecodeError(f"the networks' (σ, range) pairs need weight tables of more than {TABLE_ENTRIES} entries",
+                              section=sections["decoder"].kind, field="params.ranges")
+        net_streams = {k: _Streams(s, stream_counts([totals[k]] * len(sizes), nets[k][3])) for k, s in sections.items()}
+        latent_streams = _Streams(section, stream_counts(sizes, group))
+        self._check_class_bytes([net_streams["arm"], net_streams["decoder"], latent_streams], layout.num_classes)
+        counts = np.concatenate([[min(group, n - a) for a in range(0, n, group)] for n in sizes] + [np.zeros(0, int)])
+        latent_streams.check_capacity(counts * m, LATENTS_PER_WORD, "latents")
+        chunks = {k: [b - a for a, b in weight_chunks(totals[k], nets[k][3])] for k in sections}
+        for k, st in net_streams.items():
+            st.check_capacity(np.tile(chunks[k], len(sizes)), WEIGHTS_PER_WORD, "weights")
+        weights = self._decode_networks(xp, device, net_streams, nets, chunks, len(sizes))
+        decoder_parts = {k: [] for k in sections}
+        for k, shapes in (("arm", arm_shapes), ("decoder", list(decoder_shapes.values()))):
+            for flat in weights[k]:
+                ends = np.cumsum([0] + [math.prod(s) for s in shapes])
+                decoder_parts[k].append([flat[a:b].reshape(s) for a, b, s in zip(ends[:-1], ends[1:], shapes)])
+        latents = self._decode_latents(xp, device, latent_streams, config, sizes, group, counts, decoder_parts["arm"],
+                                       nets["arm"][0])
+        for i, n in enumerate(sizes):
+            arm = list(zip(decoder_parts["arm"][i][0::2], decoder_parts["arm"][i][1::2]))
+            config.slices.append(RuoSlice(latents[i], arm, nets["arm"][0][i],
+                                          dict(zip(decoder_shapes, decoder_parts["decoder"][i])), nets["decoder"][0][i]))
         return config
 
-    def _decode_latents(self, section: Section, config: RuoSamples,
-                        streams: list[_SliceStream]) -> dict[int, np.ndarray]:
-        """Lockstep decode of a group of slices (:func:`_lockstep_groups`): per wavefront step,
-        one batched integer-ARM call over every slice, sample and position, then one batched ANS
-        decode per slice's stream."""
-        _, h, w = config.sample_shape
-        m, steps = schedule(h, w, config.scales, config.context)
-        n = max(st.size for st in streams)
-        # float64 holds these small integers exactly and is what the ARM computes in; the last
-        # column is the zero that stands for neighbours outside the grid
-        latents = np.zeros((len(streams), n, m + 1))
-        arm = IntegerArm([(np.stack([st.arm[j][0] for st in streams]), np.stack([st.arm[j][1] for st in streams]))
-                          for j in range(len(streams[0].arm))], [st.step_exp for st in streams])
-        coders = []
-        for st in streams:
-            words = np.frombuffer(st.frame, dtype="<u4").astype(np.uint32)
-            with self._ans_errors(section, f"params.frames[{st.index}]"):
-                coders.append(constriction.stream.stack.AnsCoder(words))
-        for step in steps if n else ():
-            mean, scale = laplace_parameters(*arm(latents[:, :, step.neighbours]))
-            for i, (st, coder) in enumerate(zip(streams, coders)):
-                if st.size:
-                    with self._ans_errors(section, f"params.frames[{st.index}]"):
-                        symbols = coder.decode(_LATENTS, mean[i, :st.size].reshape(-1), scale[i, :st.size].reshape(-1))
-                    latents[i][:st.size, step.positions] = np.reshape(symbols, (st.size, -1))
-        for st, coder in zip(streams, coders):
-            if not coder.is_empty():
-                raise DecodeError("ANS words left over after the last latent", section=section.kind,
-                                  field=f"params.frames[{st.index}]")
-        return {st.index: latents[i, :st.size, :m].astype(np.int64) for i, st in enumerate(streams)}
+    def _decode_networks(self, xp: Any, device: Any, streams: dict[str, _Streams], nets: dict[str, tuple],
+                         chunks: dict[str, list[int]], count: int) -> dict[str, list[np.ndarray]]:
+        """Both sections' network streams in one lockstep: per network its flat integer weights
+        (numpy: small, and synthesis takes its decoder tensors from the host)."""
+        order = list(streams)
+        words = np.concatenate([streams[k].words() for k in order])
+        offsets = np.cumsum([0] + [int(streams[k].lengths.sum()) for k in order])
+        starts = np.concatenate([streams[k].starts + offsets[i] for i, k in enumerate(order)])
+        ends = np.concatenate([streams[k].ends + offsets[i] for i, k in enumerate(order)])
+        table = NetworkStreams(
+            network=np.concatenate([np.repeat(np.arange(count) + i * count, len(chunks[k])) for i, k in enumerate(order)]),
+            first=np.concatenate([np.tile(np.cumsum([0, *chunks[k][:-1]]), count) for k in order]),
+            count=np.concatenate([np.tile(chunks[k], count) for k in order]),
+            sigma=np.concatenate([np.repeat(nets[k][1], len(chunks[k])) for k in order]),
+            limit=np.concatenate([np.repeat(nets[k][2], len(chunks[k])) for k in order]))
+        put = (lambda a: a) if xp is np else (lambda a: xp.as_tensor(a, device=device))
+        values, failed = decode_weights(xp, put(words), put(starts), put(ends), table, 2 * count)
+        failed = failed if xp is np else failed.cpu().numpy()
+        values = [v if xp is np else v.cpu().numpy() for v in values]
+        split = np.cumsum([0] + [len(chunks[k]) * count for k in order])
+        for i, k in enumerate(order):
+            streams[k].refuse_failed(failed[split[i]:split[i + 1]], "network")
+        return {k: values[i * count:(i + 1) * count] for i, k in enumerate(order)}
 
-    @staticmethod
-    @contextlib.contextmanager
-    def _ans_errors(section: Section, field: str) -> Iterator[None]:
-        try:
-            yield
-        except (ValueError, RuntimeError, OverflowError) as exc:
-            raise DecodeError(f"ANS decoding failed: {exc}", section=section.kind, field=field) from None
+    def _decode_latents(self, xp: Any, device: Any, streams: _Streams, config: RuoSamples, sizes: list[int],
+                        group: int, counts: np.ndarray, arms: list[list[np.ndarray]], steps: list[int]) -> list[Any]:
+        """Lockstep decode of every latent stream, in groups of slices of about one size (one
+        batched ARM per group and step; numpy runs groups on all cores) → each slice's int64
+        latents (n, M)."""
+        _, h, w = config.sample_shape
+        m = latents_per_sample(h, w, config.scales)
+        words = streams.words()
+        slice_of = np.repeat(np.arange(len(sizes)), stream_counts(sizes, group))
+        first = np.concatenate([np.arange(0, n, group) for n in sizes] + [np.zeros(0, int)])
+        workers = (os.cpu_count() or 1) if xp is np else 1
+        put = (lambda a: a) if xp is np else (lambda a: xp.as_tensor(a, device=device))
+        words_x = put(words)
+
+        def run(slices: list[int]) -> tuple[list[int], Any, np.ndarray, np.ndarray]:
+            index = {s: i for i, s in enumerate(slices)}
+            mine = np.flatnonzero(np.isin(slice_of, slices))
+            layers = [(np.stack([arms[s][2 * j] for s in slices]), np.stack([arms[s][2 * j + 1] for s in slices]))
+                      for j in range(len(arms[0]) // 2)]
+            arm = IntegerArm(layers, [steps[s] for s in slices], xp, device)
+            table = LatentStreams(np.array([index[s] for s in slice_of[mine]], np.int64), first[mine], counts[mine])
+            z, failed = decode_latents(xp, words_x, put(streams.starts[mine]), put(streams.ends[mine]), table, arm,
+                                       [sizes[s] for s in slices], group, (h, w), config.scales, config.context)
+            return slices, z, mine, failed if xp is np else failed.cpu().numpy()
+
+        groups = _lockstep_groups(sizes, m, workers)
+        failed = np.zeros(len(slice_of), bool)
+        out: list[Any] = [put(np.zeros((0, m), np.int64))] * len(sizes)
+        with ThreadPoolExecutor(max(1, min(workers, len(groups)))) as pool:
+            for slices, z, mine, bad in pool.map(run, groups):
+                failed[mine] = bad
+                for i, s in enumerate(slices):
+                    out[s] = z[i, :sizes[s], :m].astype(np.int64) if xp is np else z[i, :sizes[s], :m].long()
+        streams.refuse_failed(failed, "latent")
+        return out
+
+
+def _lockstep_groups(sizes: Sequence[int], latents_per_sample: int, workers: int) -> list[list[int]]:
+    """Slices decoded together, one batched ARM call per step for each group. A group pads its
+    slices to its largest, so it takes a slice only while padding at most doubles its latents:
+    memory stays within twice the real latents however unequal the slices (no 19 GiB for
+    100,000 + 1,023 × 1 samples), and slices of about one size share their per-step overhead.
+    A group with work for several cores (:data:`_PARALLEL_LATENTS`) is split across them."""
+    groups: list[list[int]] = []
+    total = 0
+    for s in sorted(range(len(sizes)), key=lambda s: -sizes[s]):
+        if not sizes[s]:
+            continue
+        if not groups or (len(groups[-1]) + 1) * sizes[groups[-1][0]] > 2 * (total + sizes[s]):
+            groups.append([])
+            total = 0
+        groups[-1].append(s)
+        total += sizes[s]
+    out = []
+    for group in groups:
+        parts = min(workers, len(group), max(1, sum(sizes[s] for s in group) * latents_per_sample // _PARALLEL_LATENTS))
+        out += [group[g::parts] for g in range(parts)]
+    return out
 
 
 RUO = RuoCodec()

@@ -17,7 +17,7 @@ a' = clamp(⌊(acc + 2^(k-1)) / 2^k⌋, ±2^24), ReLU between layers. From the t
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -47,48 +47,55 @@ def _to_indices(m: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 BLAS_BLOCK = 2**18
-"""Multiply-adds per matrix product in :class:`IntegerArm`: at most what OpenBLAS computes on the
-calling thread (it threads products with m·n·k > 2^18). The decoder already runs one slice group
-per core, and nested BLAS threads that busy-wait for each other made entropy decoding 3× slower
-on the 2-core machine of ``docs/benchmarks.md``; blocks this size cost a few per cent of calls."""
+"""Multiply-adds per matrix product in :class:`IntegerArm` on numpy: at most what OpenBLAS
+computes on the calling thread (it threads products with m·n·k > 2^18). The decoder already runs
+one group of streams per core, and nested BLAS threads that busy-wait for each other made
+entropy decoding 3× slower on the 2-core machine of ``docs/benchmarks.md``."""
 
 
 class IntegerArm:
     """S integer networks prepared for many evaluations (the lockstep decoder evaluates them once
     per wavefront step): weights (S, out, in) and biases (S, out) per layer, one step exponent
-    per network.
+    per network, evaluated with numpy or torch (``xp``) on ``device``.
 
     Every value stays an integer below 2^53 (module docstring), so float64 products and sums — in
-    any order, with or without FMA — and the scaling by 2^-k before ``floor`` are exact: this is
-    the fixed-point computation, done with BLAS matrix products in blocks of rows
-    (:data:`BLAS_BLOCK`)."""
+    any order, with or without FMA, on any device — are exact; so are the weights and offsets
+    pre-scaled by 2^-k (a power of two), which makes a layer one matrix product, one add, a
+    floor and a clip: this is the fixed-point computation, done with BLAS."""
 
-    def __init__(self, layers: Sequence[tuple[np.ndarray, np.ndarray]], step_exp: Sequence[int]) -> None:
+    def __init__(self, layers: Sequence[tuple[np.ndarray, np.ndarray]], step_exp: Sequence[int],
+                 xp: Any = np, device: Any = None) -> None:
         k = np.asarray(step_exp, dtype=np.float64).reshape(-1, 1, 1)
-        self.scale = np.exp2(-k)
-        half = np.where(k > 0, np.exp2(k - 1), 0.0)
-        self.weights = [np.ascontiguousarray(np.swapaxes(np.asarray(w, np.float64), 1, 2)) for w, _ in layers]
-        self.offsets = [np.asarray(b, np.float64)[:, None, :] * 2**FRAC + half for _, b in layers]
+        scale, half = np.exp2(-k), np.where(k > 0, np.exp2(k - 1), 0.0)
+        put = (lambda a: a) if xp is np else (lambda a: xp.from_numpy(np.ascontiguousarray(a)).to(device))
+        self.xp = xp
+        self.weights = [put(np.swapaxes(np.asarray(w, np.float64), 1, 2) * scale) for w, _ in layers]
+        self.offsets = [put((np.asarray(b, np.float64)[:, None, :] * 2**FRAC + half) * scale) for _, b in layers]
         self.floors = [0.0] * (len(layers) - 1) + [-float(ACT_LIMIT)]
-        self.block = max(1, BLAS_BLOCK // max(w.shape[1] * w.shape[2] for w in self.weights))
+        biggest = max(w.shape[1] * w.shape[2] for w in self.weights)
+        self.block = max(1, BLAS_BLOCK // biggest) if xp is np else 2**20 // biggest
 
-    def __call__(self, context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(μ index, σ index) as int64 for integer contexts (S, …, C)."""
-        count, shape = context.shape[0], context.shape[:-1]
+    def __call__(self, context: Any) -> tuple[Any, Any]:
+        """(μ index, σ index) as int64 for integer-valued float64 contexts (S, …, C)."""
+        xp = self.xp
+        count, shape = context.shape[0], tuple(context.shape[:-1])
         a = context.reshape(count, -1, context.shape[-1]) * float(2**FRAC)
-        out = np.empty((count, a.shape[1], 2))
+        out = a.new_empty((count, a.shape[1], 2)) if xp is not np else np.empty((count, a.shape[1], 2))
         for start in range(0, a.shape[1], self.block):
             x = a[:, start:start + self.block]
             for w, offset, floor in zip(self.weights, self.offsets, self.floors):
-                x = np.matmul(x, w)
+                x = xp.matmul(x, w)
                 x += offset
-                x *= self.scale
-                np.floor(x, out=x)
-                np.maximum(x, floor, out=x)
-                np.minimum(x, ACT_LIMIT, out=x)
+                xp.floor(x, out=x)
+                xp.clip(x, floor, ACT_LIMIT, out=x)
             out[:, start:start + self.block] = x
-        out = out.astype(np.int64).reshape(*shape, 2)
-        return _to_indices(out[..., 0], out[..., 1])
+        mu = xp.floor(out[..., 0] * 2.0 ** (MU_BITS - FRAC))
+        sigma = xp.floor(out[..., 1] * 2.0 ** (2 - FRAC))
+        mu = mu.clip(-LATENT_RANGE * 2**MU_BITS, LATENT_RANGE * 2**MU_BITS).reshape(shape)
+        sigma = sigma.clip(SIGMA_INDEX_MIN, SIGMA_INDEX_MAX).reshape(shape)
+        if xp is np:
+            return mu.astype(np.int64), sigma.astype(np.int64)
+        return mu.long(), sigma.long()
 
 
 def integer_arm(context: np.ndarray, layers: Sequence[tuple[np.ndarray, np.ndarray]],
@@ -114,8 +121,3 @@ def integer_arm_numpy(context: np.ndarray, layers: Sequence[tuple[np.ndarray, np
         if i < len(layers) - 1:
             a = np.maximum(a, 0)
     return _to_indices(a[..., 0], a[..., 1])
-
-
-def laplace_parameters(mu_index: np.ndarray, sigma_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Table values handed to the coder: exact float64 μ and σ."""
-    return mu_index.astype(np.float64) / 2**MU_BITS, SIGMAS[sigma_index - SIGMA_INDEX_MIN]
