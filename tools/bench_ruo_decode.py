@@ -1,13 +1,16 @@
-"""Decode speed of the ``ruo`` codec at the sizes of paper 000, Table A7.
+"""Decode speed of the ``ruo2`` codec at the sizes of paper 000, Table A7.
 
     python tools/bench_ruo_decode.py [--device cuda] [--repeats 3] [--json out.json]
+        [--baseline DIR]   # a checkout of an earlier ddformat: its own benchmark, same files, side by side
 
-Two files with random networks (speed does not depend on training): 7,180 samples of 3×32×32
+Two sets with random networks (speed does not depend on training): 7,180 samples of 3×32×32
 (CIFAR-10 at spc 718: 20 slices of 359, decoder v4-1200, ARM 16×4) and 1,020 of 3×128×128 (an
 ImageNet subset at spc 102: 10 slices of 102, decoder v5-240, ARM 32×4), L = 6 scales,
-16-latent contexts. Timed: entropy decoding (integer ARM + constriction, numpy, on the CPU), then
-synthesis twice: numpy on the CPU (what ``ddformat.open(...).samples()`` runs) and torch on
-``--device`` (what ``DistilledDataset(..., device=...)`` runs).
+16-latent contexts; each written twice: with the writer's default streams and with one stream
+per sample (the most parallel file, ``samples_per_stream=1``). Timed: entropy decoding with
+numpy on the CPU (integer ARM + lockstep rANS; what ``ddformat.open(...).samples()`` runs),
+numpy synthesis, and the whole decode with torch on ``--device`` (entropy decoding there too on
+an accelerator; what ``DistilledDataset(..., device=...)`` runs).
 Paper 000 Table A7 (A100, synthesis only): 318.57 ms and 295.87 ms.
 """
 
@@ -15,8 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 import ddformat
-from ddformat.codecs.ruo import RUO, RuoSamples, RuoSlice, schedule, synthesize, synthesize_tensor
+from ddformat.codecs.ruo import RUO, RuoSamples, RuoSlice, schedule, synthesize
 
 CASES = {
     "cifar10-spc718": dict(shape=(3, 32, 32), slices=20, per_slice=359, version="v4-1200", width=16, paper_ms=318.57),
@@ -53,7 +59,7 @@ def random_set(shape, slices, per_slice, version, width, scales=6, context=16, d
 
 
 def time_decode(path: Path, device: torch.device) -> tuple[float, float, float]:
-    """Seconds of entropy decoding, numpy synthesis and torch synthesis on ``device``."""
+    """Seconds of numpy entropy decoding, numpy synthesis, and torch decoding on ``device``."""
     with ddformat.open(path) as f:
         c = f.container
         start = time.perf_counter()
@@ -63,12 +69,22 @@ def time_decode(path: Path, device: torch.device) -> tuple[float, float, float]:
         x = synthesize(samples)
         numpy_synthesis = time.perf_counter() - start
         start = time.perf_counter()
-        y = synthesize_tensor(samples, device)
+        y = RUO.decode_tensor(c.section("samples"), f.layout, c.section, device)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        torch_synthesis = time.perf_counter() - start
+        torch_decode = time.perf_counter() - start
     assert x.shape[0] == y.shape[0] == f.num_samples
-    return entropy, numpy_synthesis, torch_synthesis
+    return entropy, numpy_synthesis, torch_decode
+
+
+def baseline(checkout: Path, repeats: int) -> dict[str, float]:
+    """Entropy-decoding ms per case of the implementation in ``checkout``, timed by its own copy
+    of this benchmark on the same random sets (same generator, same seed)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "baseline.json"
+        subprocess.run([sys.executable, "tools/bench_ruo_decode.py", "--repeats", str(repeats), "--json", str(out)],
+                       cwd=checkout, check=True, env={**os.environ, "PYTHONPATH": str(checkout)})
+        return {r["case"]: r["entropy_ms"] for r in json.loads(out.read_text())["rows"]}
 
 
 def main() -> None:
@@ -76,6 +92,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--baseline", type=Path, help="checkout of an earlier ddformat to time side by side")
     args = ap.parse_args()
     device = torch.device(args.device)
     rows = []
@@ -83,20 +100,29 @@ def main() -> None:
         for name, case in CASES.items():
             samples = random_set(case["shape"], case["slices"], case["per_slice"], case["version"], case["width"])
             labels = np.repeat(np.arange(10), case["slices"] * case["per_slice"] // 10)
-            path = ddformat.save(Path(tmp) / f"{name}.dd", samples, labels)
-            time_decode(path, device)  # warm-up
-            runs = [time_decode(path, device) for _ in tqdm(range(args.repeats), desc=name, leave=False)]
-            entropy, numpy_synthesis, torch_synthesis = (statistics.median(r[i] for r in runs) for i in range(3))
-            rows.append({"case": name, "samples": samples.num_samples, "bytes": path.stat().st_size,
-                         "entropy_ms": 1000 * entropy, "numpy_synthesis_ms": 1000 * numpy_synthesis,
-                         "torch_synthesis_ms": 1000 * torch_synthesis, "paper_synthesis_ms": case["paper_ms"]})
-    print(f"ruo decode, torch synthesis on {device}, torch {torch.__version__}, numpy {np.__version__}, "
+            for streams, options in (("default", {}), ("per-sample", {"samples_per_stream": 1})):
+                path = ddformat.save(Path(tmp) / f"{name}.dd", samples, labels, codec_options={"samples": options})
+                time_decode(path, device)  # warm-up
+                runs = [time_decode(path, device) for _ in tqdm(range(args.repeats), desc=f"{name} {streams}",
+                                                                leave=False)]
+                entropy, numpy_synthesis, torch_decode = (statistics.median(r[i] for r in runs) for i in range(3))
+                with ddformat.open(path) as f:
+                    per_stream = f.header.sections[0].params["samples_per_stream"]
+                rows.append({"case": name, "streams": streams, "samples_per_stream": per_stream,
+                             "samples": samples.num_samples, "bytes": path.stat().st_size,
+                             "entropy_ms": 1000 * entropy, "numpy_synthesis_ms": 1000 * numpy_synthesis,
+                             "torch_decode_ms": 1000 * torch_decode, "paper_synthesis_ms": case["paper_ms"]})
+    before = baseline(args.baseline, args.repeats) if args.baseline else {}
+    print(f"ruo2 decode, torch on {device}, torch {torch.__version__}, numpy {np.__version__}, "
           f"{platform.machine()}, median of {args.repeats}")
-    print(f"{'case':<18}{'samples':>8}{'bytes':>12}{'entropy ms':>12}{'numpy synth ms':>16}{'torch synth ms':>16}"
-          f"{'paper ms':>10}")
+    print(f"{'case':<17}{'streams':>11}{'G':>5}{'bytes':>12}{'entropy ms':>12}{'baseline ms':>13}{'speed-up':>10}"
+          f"{'numpy synth ms':>16}{'torch decode ms':>17}")
     for r in rows:
-        print(f"{r['case']:<18}{r['samples']:>8}{r['bytes']:>12,}{r['entropy_ms']:>12.1f}"
-              f"{r['numpy_synthesis_ms']:>16.1f}{r['torch_synthesis_ms']:>16.1f}{r['paper_synthesis_ms']:>10.2f}")
+        base = before.get(r["case"])
+        r["baseline_entropy_ms"] = base
+        print(f"{r['case']:<17}{r['streams']:>11}{r['samples_per_stream']:>5}{r['bytes']:>12,}{r['entropy_ms']:>12.1f}"
+              f"{base or float('nan'):>13.1f}{(base or float('nan')) / r['entropy_ms']:>9.2f}×"
+              f"{r['numpy_synthesis_ms']:>16.1f}{r['torch_decode_ms']:>17.1f}")
     if args.json:
         args.json.write_text(json.dumps({"device": str(device), "rows": rows}, indent=2))
 
