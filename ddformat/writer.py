@@ -203,9 +203,12 @@ def save(
         "num_samples": n,
         "sample_shape": list(shape),
         "sample_dtype": dtype,
-        "value_range": value_range if value_range is not None else ([0.0, 1.0] if dtype == "uint8" else None),
-        "normalization": normalization,
     }
+    if value_range is None and dtype == "uint8":
+        value_range = [0.0, 1.0]
+    for key, value in (("value_range", value_range), ("normalization", normalization)):
+        if value is not None:  # absent and nil mean the same (spec § 2): a nil would only cost bytes
+            dataset[key] = value
     provenance = {
         "producer": producer,
         "producer_version": producer_version,

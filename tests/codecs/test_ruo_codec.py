@@ -196,7 +196,7 @@ def test_inconsistent_ruo_params_raise_format_errors(tmp_path):
         "scale": lambda h: h["sections"][2]["params"]["networks"][1].update(scale=1e9),
     }
     for name, edit in edits.items():
-        (tmp_path / "e.dd").write_bytes(reseal(base, edit, rebits=True))
+        (tmp_path / "e.dd").write_bytes(reseal(base, edit))
         _refusal(tmp_path / "e.dd")
 
 
@@ -214,7 +214,7 @@ def test_class_bytes_must_be_the_streams_of_each_class_in_every_section(tmp_path
         "dropped": edit(2, lambda b: None),
     }
     for name, change in edits.items():
-        (tmp_path / "e.dd").write_bytes(reseal(base, change, rebits=True))
+        (tmp_path / "e.dd").write_bytes(reseal(base, change))
         error = _refusal(tmp_path / "e.dd")
         assert isinstance(error, ddformat.errors.DecodeError) and error.field == "class_bytes", (name, error)
     with ddformat.open(tmp_path / "r.dd") as f:
@@ -247,7 +247,7 @@ def test_a_2kb_file_claiming_2048x2048_samples_is_refused_within_a_second(tmp_pa
         h["dataset"]["normalization"] = None
 
     path = tmp_path / "huge.dd"
-    path.write_bytes(reseal(VECTOR.read_bytes(), huge, rebits=True))
+    path.write_bytes(reseal(VECTOR.read_bytes(), huge))
     assert path.stat().st_size < 2200
     done = subprocess.run([sys.executable, "-c", CRAFTED.format(path=str(path), expansion=expansion)],
                           capture_output=True, text=True, cwd=REPO, timeout=120)
@@ -269,7 +269,7 @@ def test_channel_counts_the_decoder_stream_cannot_hold_are_refused_before_decodi
             h["dataset"]["sample_shape"] = [channels, 6, 6]
             h["dataset"]["normalization"] = None
 
-        (tmp_path / "wide.dd").write_bytes(reseal(base, wide, rebits=True))
+        (tmp_path / "wide.dd").write_bytes(reseal(base, wide))
         error = _refusal(tmp_path / "wide.dd", raised)
         assert isinstance(error, ddformat.errors.DecodeError) and error.field == field, error
 
@@ -281,7 +281,7 @@ def test_tall_thin_grids_whose_decoding_would_be_per_step_overhead_are_refused(t
         def thin(h, shape=shape):
             h["dataset"]["sample_shape"] = shape
 
-        (tmp_path / "thin.dd").write_bytes(reseal(VECTOR.read_bytes(), thin, rebits=True))
+        (tmp_path / "thin.dd").write_bytes(reseal(VECTOR.read_bytes(), thin))
         start = time.perf_counter()
         error = _refusal(tmp_path / "thin.dd", raised)
         assert time.perf_counter() - start < 0.5
