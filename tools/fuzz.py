@@ -59,7 +59,7 @@ import msgpack
 import numpy as np
 import zstandard
 
-from ddformat.container.header import compress_header, decompress_header
+from ddformat.container.header import compress_header, decompress_header, zstd_dictionary
 from ddformat.container.sections import align
 from ddformat.limits import DEFAULT_LIMITS, MAGIC, MAJOR, PREAMBLE_SIZE
 
@@ -920,13 +920,14 @@ def op_header_frame(rng: random.Random, d: Draft) -> Mutation | None:
     if which == "recompress":
         level, check = rng.choice([1, 3, 9, 22]), rng.random() < 0.5
         d.store = lambda text: zstandard.ZstdCompressor(
-            level=level, write_checksum=check, dict_data=_dictionary()).compress(text)
+            level=level, write_checksum=check, dict_data=zstd_dictionary()).compress(text)
         return Mutation(f"header recompressed at level {level} (checksum {check})", "identical")
     if which == "no-dictionary":  # a frame that never refers to the dictionary decodes alike with it
         d.store = zstandard.ZstdCompressor(level=19).compress
         return Mutation("header compressed without the dictionary", "identical")
     if which == "no-size":
-        d.store = lambda text: zstandard.ZstdCompressor(write_content_size=False, dict_data=_dictionary()).compress(text)
+        d.store = lambda text: zstandard.ZstdCompressor(write_content_size=False,
+                                                        dict_data=zstd_dictionary()).compress(text)
         return Mutation("header frame does not declare its content size", "refuse")
     if which == "huge":
         size = rng.choice([2**24 + 1, 2**31, 2**64 - 2])
@@ -951,12 +952,6 @@ def op_header_frame(rng: random.Random, d: Draft) -> Mutation | None:
     cut = rng.randint(1, 8)
     d.store = lambda text: compress_header(text)[:-cut]
     return Mutation(f"header frame loses its last {cut} bytes", "refuse")
-
-
-def _dictionary() -> zstandard.ZstdCompressionDict:
-    from ddformat.container.dictionary import DICTIONARY
-
-    return zstandard.ZstdCompressionDict(DICTIONARY, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
 
 
 def _with_content_size(frame: bytes, size: int) -> bytes:
