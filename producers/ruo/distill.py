@@ -310,11 +310,9 @@ def _fallback(real: RealData, model: RuoModel, source: RuoResult, floor: RuoResu
     zeroed, bpcs = [], []
 
     def fits(rung: int) -> bool:
-        count = nonzero * rung // FALLBACK_RUNGS if rung < FALLBACK_RUNGS else nonzero
-        if rung == FALLBACK_RUNGS:
-            bpc, result = floor_bpc, floor
-        elif count in measured:
-            bpc, result = measured[count]
+        count = nonzero * rung // FALLBACK_RUNGS
+        if count in measured:
+            bpc, _ = measured[count]
         else:
             samples = requantize(model, source.samples, zeroed_latents(source.samples, count))
             result = RuoResult(samples, source.labels, synthesize_tensor(samples, source.images.device),
