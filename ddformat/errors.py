@@ -81,7 +81,3 @@ class UnsupportedError(FormatError):
 
 class DecodeError(FormatError):
     """A section's payload is inconsistent with its codec parameters."""
-
-
-class BitAccountError(FormatError):
-    """The stored bit account differs from the one derived from the layout."""

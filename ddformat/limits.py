@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MAGIC = b"\x89DDF\r\n\x1a\n"
-MAJOR = 1
+MAJOR = 2
 MINOR = 0
 PREAMBLE_SIZE = 32
 

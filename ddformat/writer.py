@@ -181,7 +181,7 @@ def save(
 
     ``samples`` is (N, C, H, W) (any C×H×W, or other ranks up to 4) of uint8, float16 or float32
     (stored by the lossless ``pixels`` codec), or an object a samples codec takes, e.g.
-    :class:`~ddformat.codecs.ruo.RuoSamples` (latents and networks for the ``ruo2`` codec; its
+    :class:`~ddformat.codecs.ruo.RuoSamples` (latents and networks for the ``ruo`` codec; its
     labels must be class-grouped). Codecs are chosen by name, or else the first that can store
     the value as it is;
     ``labels`` is (N,) class indices or (N, K) probabilities; ``weights`` is (N,) per-sample
@@ -203,9 +203,12 @@ def save(
         "num_samples": n,
         "sample_shape": list(shape),
         "sample_dtype": dtype,
-        "value_range": value_range if value_range is not None else ([0.0, 1.0] if dtype == "uint8" else None),
-        "normalization": normalization,
     }
+    if value_range is None and dtype == "uint8":
+        value_range = [0.0, 1.0]
+    for key, value in (("value_range", value_range), ("normalization", normalization)):
+        if value is not None:  # absent and nil mean the same (spec § 2): a nil would only cost bytes
+            dataset[key] = value
     provenance = {
         "producer": producer,
         "producer_version": producer_version,

@@ -1,13 +1,12 @@
 """Helpers the tests share with ``tools/make_vectors.py``: digests of decoded tensors (spec § 7)
 and re-sealing a file after editing its header, so that a test pins one semantic rule with every
-checksum, offset and length consistent."""
+checksum and length consistent."""
 
 from __future__ import annotations
 
 import hashlib
 import struct
 import zlib
-from types import SimpleNamespace
 from typing import Any, Callable
 
 import msgpack
@@ -18,9 +17,10 @@ from tqdm import tqdm
 
 import ddformat
 from ddformat.codecs.ruo import RUO
-from ddformat.container.bits import bit_account
+from ddformat.container.header import compress_header, decompress_header
+from ddformat.container.sections import align
 from ddformat.container.writing import pack_preamble
-from ddformat.limits import PREAMBLE_SIZE
+from ddformat.limits import DEFAULT_LIMITS, PREAMBLE_SIZE
 
 
 def decoded_digests(f: ddformat.DDFile) -> dict[str, str | None]:
@@ -43,53 +43,54 @@ def decoded_digests(f: ddformat.DDFile) -> dict[str, str | None]:
 
 
 def split_header(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """The decompressed header map and the bytes after it."""
     (h,) = struct.unpack_from("<I", data, 12)
-    return msgpack.unpackb(data[PREAMBLE_SIZE:PREAMBLE_SIZE + h]), data[PREAMBLE_SIZE + h:]
+    text = decompress_header(data[PREAMBLE_SIZE:PREAMBLE_SIZE + h], DEFAULT_LIMITS.max_header_bytes)
+    return msgpack.unpackb(text), data[PREAMBLE_SIZE + h:]
 
 
-def reseal(data: bytes, edit: Callable[[dict[str, Any]], None], rebits: bool = False) -> bytes:
-    """Edit the header and re-lay the file so that every CRC, offset and length, the content
-    hash (unless ``edit`` set it) and, with ``rebits``, the bit account stay consistent. An
-    edit may reorder, drop or copy entries of ``header["sections"]``: each keeps its payload
-    (a new entry has none)."""
-    header, _ = split_header(data)
+def store_header(data: bytes, raw: bytes) -> bytes:
+    """``data`` with ``raw`` stored as its header, the sections' bytes following it unchanged, and
+    the preamble's lengths and CRCs recomputed: whatever ``raw`` gets wrong is the only defect."""
+    (h,) = struct.unpack_from("<I", data, 12)
+    body = data[PREAMBLE_SIZE + h:]
+    return pack_preamble(raw, PREAMBLE_SIZE + len(raw) + len(body)) + raw + body
+
+
+def _offsets(header: dict[str, Any], start: int) -> list[int]:
+    offsets = []
     for s in header["sections"]:
-        s["_body"] = data[s["offset"]:s["offset"] + s["length"]]
+        start = align(start, s.get("alignment", 1))
+        offsets.append(start)
+        start += s["length"]
+    return offsets
+
+
+def reseal(data: bytes, edit: Callable[[dict[str, Any]], None]) -> bytes:
+    """Edit the decompressed header and re-lay the file so that every CRC and length and the
+    content hash (unless ``edit`` set it) stay consistent; offsets and the bit account follow
+    from them. An edit may reorder, drop or copy entries of ``header["sections"]``: each keeps
+    its payload (a new entry has none)."""
+    header, _ = split_header(data)
+    (h,) = struct.unpack_from("<I", data, 12)
+    for s, start in zip(header["sections"], _offsets(header, PREAMBLE_SIZE + h)):
+        s["_body"] = data[start:start + s["length"]]
     stored_hash = header["provenance"]["content_hash"]
     edit(header)
     bodies = [s.pop("_body", b"") for s in header["sections"]]
     for s, body in zip(header["sections"], bodies):
         s["length"], s["crc32"] = len(body), zlib.crc32(body) & 0xFFFFFFFF
     if header["provenance"].get("content_hash") == stored_hash:
-        header["provenance"]["content_hash"] = "sha256:" + hashlib.sha256(b"".join(bodies)).hexdigest()
-    raw = b""
-    for _ in range(8):
-        pos = PREAMBLE_SIZE + len(raw)
-        for s in header["sections"]:
-            pos = -(-pos // s["alignment"]) * s["alignment"]
-            s["offset"] = pos
-            pos += s["length"]
-        if rebits:
-            _rebits(header, pos, len(raw))
-        packed = msgpack.packb(header, use_bin_type=True)
-        if len(packed) == len(raw):
-            raw = packed
-            break
-        raw = packed
-    else:
-        raise RuntimeError("header length did not settle")
-    out = bytearray(pos)
+        header["provenance"]["content_hash"] = hashlib.sha256(b"".join(bodies)).digest()
+    raw = compress_header(msgpack.packb(header, use_bin_type=True))
+    offsets = _offsets(header, PREAMBLE_SIZE + len(raw))
+    size = offsets[-1] + len(bodies[-1]) if bodies else PREAMBLE_SIZE + len(raw)
+    out = bytearray(size)
     out[PREAMBLE_SIZE:PREAMBLE_SIZE + len(raw)] = raw
-    for s, b in zip(header["sections"], bodies):
-        out[s["offset"]:s["offset"] + s["length"]] = b
-    out[:PREAMBLE_SIZE] = pack_preamble(raw, pos)
+    for start, body in zip(offsets, bodies):
+        out[start:start + len(body)] = body
+    out[:PREAMBLE_SIZE] = pack_preamble(raw, size)
     return bytes(out)
-
-
-def _rebits(header: dict[str, Any], file_length: int, header_length: int) -> None:
-    secs = [SimpleNamespace(component=s["component"], length=s["length"], class_bytes=s.get("class_bytes"))
-            for s in header["sections"]]
-    header["bits"] = bit_account(header_length, file_length, secs, header["dataset"]["num_classes"])
 
 
 def kmeans_prototypes(x: torch.Tensor, y: torch.Tensor, ipc: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Decode speed of the ``ruo2`` codec at the sizes of paper 000, Table A7.
+"""Decode speed of the ``ruo`` codec at the sizes of paper 000, Table A7.
 
     python tools/bench_ruo_decode.py [--device cuda] [--repeats 3] [--json out.json]
         [--baseline DIR]   # a checkout of an earlier ddformat: its own benchmark, same files, side by side
@@ -113,7 +113,7 @@ def main() -> None:
                              "entropy_ms": 1000 * entropy, "numpy_synthesis_ms": 1000 * numpy_synthesis,
                              "torch_decode_ms": 1000 * torch_decode, "paper_synthesis_ms": case["paper_ms"]})
     before = baseline(args.baseline, args.repeats) if args.baseline else {}
-    print(f"ruo2 decode, torch on {device}, torch {torch.__version__}, numpy {np.__version__}, "
+    print(f"ruo decode, torch on {device}, torch {torch.__version__}, numpy {np.__version__}, "
           f"{platform.machine()}, median of {args.repeats}")
     print(f"{'case':<17}{'streams':>11}{'G':>5}{'bytes':>12}{'entropy ms':>12}{'baseline ms':>13}{'speed-up':>10}"
           f"{'numpy synth ms':>16}{'torch decode ms':>17}")

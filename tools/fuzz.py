@@ -9,12 +9,14 @@ Checksums hide how fragile decoders are: flip a byte and the CRC refuses the fil
 decoder runs. Each mutant here starts from a valid file and changes one thing the way a buggy or
 hostile writer could: a header value (edge numbers, NaN, wrong types, huge strings), a key
 (missing, duplicated, unknown, not a string), nesting depth, a section's kind, codec or
-``required`` flag, the section table (duplicated, removed or reordered sections, offsets,
-lengths, ``class_bytes``), or a payload (swapped or truncated frames, zstd frames declaring
-huge sizes or none, non-canonical varints, changed count tables or ANS words). The mutant is
-then *resealed*: offsets, lengths, every CRC-32, ``file_length``, ``header_length``, the bit
-account and ``provenance.content_hash`` are recomputed unless the mutation is to one of them,
-so only the semantic defect remains.
+``required`` flag, the section table (duplicated, removed or reordered sections, lengths,
+``class_bytes``), the header's zstd frame (no or a huge declared size, trailing bytes or
+frames, another dictionary, plain msgpack, recompressed), or a payload (swapped or truncated
+frames, zstd frames declaring huge sizes or none, non-canonical varints, changed count tables
+or ANS words). The mutant is then *resealed*: lengths, every CRC-32, ``file_length``,
+``header_length`` and ``provenance.content_hash`` are recomputed unless the mutation is to one
+of them, and the header compressed again, so only the semantic defect remains (offsets and the
+bit account are not stored: the reader derives them).
 
 Every mutation says what the spec makes of it (``EXPECT``): ``refuse`` (the file is invalid),
 ``identical`` (still the same valid file), ``either`` (refused, or valid with the same tensors)
@@ -51,21 +53,22 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Iterator
 
 import msgpack
 import numpy as np
 import zstandard
 
+from ddformat.container.header import compress_header, decompress_header, zstd_dictionary
+from ddformat.container.sections import align
+from ddformat.limits import DEFAULT_LIMITS, MAGIC, MAJOR, PREAMBLE_SIZE
+
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT / "spec" / "vectors" / "valid"
-PREAMBLE_SIZE = 32
-MAGIC = b"\x89DDF\r\n\x1a\n"
 EXPECT = ("refuse", "identical", "either", "any")
 KNOWN_KINDS = ("samples", "labels", "weights", "zca")
 COMPONENTS = ("samples", "decoders", "entropy_networks", "labels", "weights", "other")
-CODEC_NAMES = ("pixels", "ruo2", "grouped", "indices", "dense", "topk", "counts", "float", "matrix")
+CODEC_NAMES = ("pixels", "ruo", "grouped", "indices", "dense", "topk", "counts", "float", "matrix")
 MAX_NESTING = 32
 
 
@@ -136,6 +139,14 @@ def put(m: Any, key: str, value: Any) -> None:
                 pair[1] = value
 
 
+def put_or_add(m: Map, key: str, value: Any) -> None:
+    """Set ``key``, adding it if absent (a writer leaves out fields at their default)."""
+    if any(pair[0] == key and type(pair[0]) is str for pair in m):
+        put(m, key, value)
+    else:
+        m.append([key, value])
+
+
 def slots(obj: Any, path: str = "") -> Iterator[tuple[list, int, str]]:
     """Every value in a tree as ``(container, index, path)``; for a Map the index is the pair's."""
     if isinstance(obj, Map):
@@ -196,17 +207,24 @@ class Draft:
     pinned: set[str] = field(default_factory=set)
     padding_byte: int | None = None
     trailing: bytes = b""
+    store: Callable[[bytes], bytes] = compress_header
+    """How the header's msgpack bytes are stored (a mutation may store them otherwise)."""
 
     @classmethod
     def parse(cls, data: bytes) -> "Draft":
         (minor, header_length) = struct.unpack_from("<HI", data, 10)
-        header = load_tree(data[PREAMBLE_SIZE:PREAMBLE_SIZE + header_length])
-        bodies = [data[get(e, "offset"):get(e, "offset") + get(e, "length")] for e in get(header, "sections")]
+        header = load_tree(decompress_header(data[PREAMBLE_SIZE:PREAMBLE_SIZE + header_length],
+                                             DEFAULT_LIMITS.max_header_bytes))
+        bodies, pos = [], PREAMBLE_SIZE + header_length
+        for e in get(header, "sections"):
+            pos = align(pos, get(e, "alignment", 1))
+            bodies.append(data[pos:pos + get(e, "length")])
+            pos += get(e, "length")
         return cls(header, bodies, minor)
 
     def copy(self) -> "Draft":
         return Draft(clone(self.header), list(self.bodies), self.minor, set(self.pinned), self.padding_byte,
-                     self.trailing)
+                     self.trailing, self.store)
 
     def entries(self) -> list[Any]:
         s = get(self.header, "sections")
@@ -232,33 +250,17 @@ def _within(path: str, prefix: str) -> bool:
 def _align(pos: int, alignment: Any) -> int:
     if not (type(alignment) is int and 1 <= alignment <= 4096 and alignment & (alignment - 1) == 0):
         alignment = 64  # an entry the schema refuses anyway: any placement will do
-    return -(-pos // alignment) * alignment
+    return align(pos, alignment)
 
 
 def _crc(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
-def _account(d: Draft, header_length: int, file_length: int) -> dict[str, Any] | None:
-    """The bit account the reader derives (spec § 5), when the table is sane enough to have one."""
-    from ddformat.container.bits import bit_account
-
-    k = d.num_classes()
-    placed = []
-    for e in d.entries():
-        component, length, cb = get(e, "component"), get(e, "length"), get(e, "class_bytes")
-        if not isinstance(component, str) or type(length) is not int:
-            return None
-        if cb is not None and not (isinstance(cb, list) and len(cb) == k and all(type(b) is int for b in cb)):
-            return None
-        placed.append(SimpleNamespace(component=component, length=length, class_bytes=cb))
-    return None if k is None else bit_account(header_length, file_length, placed, k)
-
-
 def seal(d: Draft) -> bytes | None:
-    """Lay the draft out as a file with every checksum, offset, length, the bit account and the
-    content hash recomputed, except the paths the mutation pinned. ``None`` if the header length
-    never settles (the mutation is then skipped)."""
+    """Lay the draft out as a file with every checksum, length and the content hash recomputed,
+    except the paths the mutation pinned, and the header stored as the draft says. ``None`` if
+    the header cannot be encoded (the mutation is then skipped)."""
     try:
         return _seal(d)
     except OverflowError:  # an integer msgpack cannot hold: not a file anyone could write
@@ -268,39 +270,24 @@ def seal(d: Draft) -> bytes | None:
 def _seal(d: Draft) -> bytes | None:
     import hashlib
 
-    header_length = len(pack_tree(d.header))
-    for _ in range(16):
-        pos = PREAMBLE_SIZE + header_length
-        gaps, placed = [], []
-        for i, body in enumerate(d.bodies):
-            e, p = d.entry(i), f"sections[{i}]"
-            start = _align(pos, get(e, "alignment"))
-            if start > pos:
-                gaps.append(pos)
-            for key, value in (("offset", start), ("length", len(body)), ("crc32", _crc(body))):
-                if not d.is_pinned(f"{p}.{key}"):
-                    put(e, key, value)
-            placed.append(start)
-            pos = start + len(body)
-        if not d.is_pinned("provenance.content_hash"):
-            h = hashlib.sha256()
-            for body in d.bodies:
-                h.update(body)
-            put(get(d.header, "provenance"), "content_hash", "sha256:" + h.hexdigest())
-        file_length = pos + len(d.trailing)
-        account = None if d.is_pinned("bits") else _account(d, header_length, file_length)
-        if account is not None:
-            bits = get(d.header, "bits")
-            for key in ("total", "components", "per_class"):
-                put(bits, key, tree(account[key]))
-        raw = pack_tree(d.header)
-        if len(raw) == header_length:
-            break
-        header_length = len(raw)
-    else:
-        return None
+    for i, body in enumerate(d.bodies):
+        for key, value in (("length", len(body)), ("crc32", _crc(body))):
+            if not d.is_pinned(f"sections[{i}].{key}"):
+                put(d.entry(i), key, value)
+    if not d.is_pinned("provenance.content_hash"):
+        put(get(d.header, "provenance"), "content_hash", hashlib.sha256(b"".join(d.bodies)).digest())
+    raw = d.store(pack_tree(d.header))
+    pos = PREAMBLE_SIZE + len(raw)
+    gaps, placed = [], []
+    for i, body in enumerate(d.bodies):
+        start = _align(pos, get(d.entry(i), "alignment", 1))
+        if start > pos:
+            gaps.append(pos)
+        placed.append(start)
+        pos = start + len(body)
+    file_length = pos + len(d.trailing)
     out = bytearray(file_length)
-    out[PREAMBLE_SIZE:PREAMBLE_SIZE + header_length] = raw
+    out[PREAMBLE_SIZE:PREAMBLE_SIZE + len(raw)] = raw
     for start, body in zip(placed, d.bodies):
         out[start:start + len(body)] = body
     out[pos:] = d.trailing
@@ -308,7 +295,7 @@ def _seal(d: Draft) -> bytes | None:
         if not gaps:
             return None
         out[gaps[0]] = d.padding_byte
-    pre = struct.pack("<8sHHIQI", MAGIC, 1, d.minor, header_length, file_length, _crc(raw))
+    pre = struct.pack("<8sHHIQI", MAGIC, MAJOR, d.minor, len(raw), file_length, _crc(raw))
     out[:PREAMBLE_SIZE] = pre + struct.pack("<I", _crc(pre))
     return bytes(out)
 
@@ -319,7 +306,7 @@ _EDGE: list[Any] = [
     0, 1, -1, 2, 3, 255, 256, 4096, 65536, 65537, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**53 + 1,
     2**63 - 1, 2**63, 2**64 - 1, -2**31, -2**63, 0.0, -0.0, 0.5, 1.5, 1e-300, 5e-324, 1e300, -1e300,
     math.nan, math.inf, -math.inf, "", "x", "\x00", "é", "samples", "labels", "weights", "zca",
-    "ruo2.arm", "pixels", "zstd", "none", "shuffle", "float16", "float32", "uint8", None, True, False,
+    "ruo.arm", "pixels", "zstd", "none", "shuffle", "float16", "float32", "uint8", None, True, False,
     b"", b"\x00\x01", [], [0], [-1], [2**64 - 1], [None], ["x"],
 ]
 
@@ -432,18 +419,18 @@ def _codec(d: Draft, i: int) -> Any:
 
 
 def _is_ruo(d: Draft, i: int) -> bool:
-    return _codec(d, i) == "ruo2"
+    return _codec(d, i) == "ruo"
 
 
 def _optional_kind(kind: Any) -> bool:
     """Kinds whose removal leaves a valid file with other tensors (or fewer sections)."""
-    return kind not in ("samples", "labels") and not (isinstance(kind, str) and kind.startswith("ruo2."))
+    return kind not in ("samples", "labels") and not (isinstance(kind, str) and kind.startswith("ruo."))
 
 
 def _value_expectation(d: Draft, path: str, old: Any, new: Any) -> str:
     """What the spec makes of replacing the value at ``path`` (a deliberately short list: the
     cases where the answer is certain; everything else must be refused or decode identically)."""
-    if path.startswith("bits") or path == "provenance.content_hash":
+    if path == "provenance.content_hash":
         return "refuse"
     if path.startswith("dataset.sample_shape"):
         return "any"  # a reshape with the same element count is a valid file with other tensors
@@ -456,14 +443,14 @@ def _value_expectation(d: Draft, path: str, old: Any, new: Any) -> str:
     i = int(path[len("sections["):path.index("]")])
     rest = path[path.index("]") + 2:] if "]." in path else ""
     kind = get(d.entry(i), "kind")
-    if rest in ("offset", "length", "crc32") or rest.startswith("class_bytes"):
+    if rest in ("length", "crc32") or rest.startswith("class_bytes"):
         return "refuse"
     if rest == "alignment":
         good = type(new) is int and 1 <= new <= 4096 and new & (new - 1) == 0
         return "identical" if good else "refuse"
     if rest == "component":
         return "identical" if new in COMPONENTS else "refuse"
-    if kind not in KNOWN_KINDS and not (isinstance(kind, str) and kind.startswith("ruo2.")):
+    if kind not in KNOWN_KINDS and not (isinstance(kind, str) and kind.startswith("ruo.")):
         if rest.startswith("params."):
             return "identical"  # free-form, and nobody reads them
         if rest == "params":
@@ -485,7 +472,7 @@ def _value_expectation(d: Draft, path: str, old: Any, new: Any) -> str:
 
 
 def op_value(rng: random.Random, d: Draft) -> Mutation | None:
-    part = rng.choices(["dataset", "sections", "provenance", "recipe", "bits"], [2, 6, 1, 1, 1])[0]
+    part = rng.choices(["dataset", "sections", "provenance", "recipe"], [2, 6, 1, 1])[0]
     candidates = [s for s in slots(d.header) if s[2] == part or s[2].startswith(part + ".")
                   or s[2].startswith(part + "[")]
     if not candidates:
@@ -493,23 +480,27 @@ def op_value(rng: random.Random, d: Draft) -> Mutation | None:
     container, i, path = rng.choice(candidates)
     old = slot_value(container, i)
     new = new_value(rng, old)
+    expect = _value_expectation(d, path, old, new)  # judged by what the section was (its kind and codec)
     set_slot(container, i, new)
     d.pinned.add(path)
-    return Mutation(f"{path}: {_short(old)} -> {_short(new)}", _value_expectation(d, path, old, new))
+    return Mutation(f"{path}: {_short(old)} -> {_short(new)}", expect)
 
 
 def op_delete_key(rng: random.Random, d: Draft) -> Mutation | None:
     candidates = [(m, p) for m, p, _ in maps(d.header) if m]
     m, path = rng.choice(candidates)
     j = rng.randrange(len(m))
-    key = m[j][0]
+    key, old = m[j]
     del m[j]
     full = f"{path}.{key}" if path else str(key)
     d.pinned.add(full)
-    if full.startswith("bits") or full == "provenance.content_hash":
+    if full == "provenance.content_hash":
         expect = "refuse"
-    elif full.startswith("sections[") and full.endswith((".offset", ".length", ".crc32", ".kind", ".codec",
-                                                          ".required", ".component", ".alignment")):
+    elif full.startswith("sections[") and full.endswith(".alignment"):
+        expect = "identical"  # absent means 1: the sections are laid out again
+    elif full.startswith("sections[") and full.endswith(".required"):
+        expect = "identical" if old is True else "refuse"  # absent means true
+    elif full.startswith("sections[") and full.endswith((".length", ".crc32", ".kind", ".codec", ".component")):
         expect = "refuse"
     elif full.startswith("sections[") and ".params" in full and _is_ruo(d, int(full[9:full.index("]")])):
         expect = "any"
@@ -525,14 +516,11 @@ def op_duplicate_key(rng: random.Random, d: Draft) -> Mutation | None:
     key, value = m[j]
     dup = clone(value) if rng.random() < 0.5 else new_value(rng, value)
     m.insert(rng.randrange(len(m) + 1), [key, dup])
-    if path.startswith("bits"):
-        d.pinned.add("bits")  # recounting the account would replace the duplicate
     return Mutation(f"duplicate key {path + '.' if path else ''}{key} ({_short(dup)})", "refuse")
 
 
 def op_unknown_key(rng: random.Random, d: Draft) -> Mutation | None:
-    candidates = [(m, p) for m, p, _ in maps(d.header) if not p.startswith("bits.components")]
-    m, path = rng.choice(candidates)
+    m, path = rng.choice([(m, p) for m, p, _ in maps(d.header)])
     if rng.random() < 0.7:
         key: Any = f"x_unknown_{rng.randrange(1000)}"
         m.insert(rng.randrange(len(m) + 1), [key, clone(rng.choice(_EDGE))])
@@ -564,10 +552,10 @@ def op_section_identity(rng: random.Random, d: Draft) -> Mutation | None:
     i = rng.randrange(len(entries))
     e = entries[i]
     kind, codec = get(e, "kind"), get(e, "codec")
-    known = kind in KNOWN_KINDS or (isinstance(kind, str) and kind.startswith("ruo2."))
+    known = kind in KNOWN_KINDS or (isinstance(kind, str) and kind.startswith("ruo."))
     which = rng.choice(["kind", "codec", "required", "unknown-codec-optional"])
     if which == "kind":
-        new = rng.choice([k for k in (*KNOWN_KINDS, "ruo2.arm", "ruo2.decoder", "vendor.x", "", "samples.x")
+        new = rng.choice([k for k in (*KNOWN_KINDS, "ruo.arm", "ruo.decoder", "vendor.x", "", "samples.x")
                           if k != kind])
         put(e, "kind", new)
         if not known:
@@ -582,14 +570,14 @@ def op_section_identity(rng: random.Random, d: Draft) -> Mutation | None:
         expect = "identical" if not known else "refuse" if new == "zzz" else "any" if _is_ruo(d, i) else "either"
         return Mutation(f"sections[{i}].codec {codec!r} -> {new!r}", expect)
     if which == "required":
-        put(e, "required", not get(e, "required"))
+        put_or_add(e, "required", not get(e, "required", True))
         # an unknown section that becomes optional is skipped; a known one must stay required
         return Mutation(f"sections[{i}].required flipped",
                         "refuse" if known or get(e, "required") is not False else "identical")
     if not known:
         return None
     put(e, "codec", "zzz")
-    put(e, "required", False)
+    put_or_add(e, "required", False)
     return Mutation(f"sections[{i}] ({kind}) gets an unknown codec and is marked optional", "refuse")
 
 
@@ -603,7 +591,7 @@ def op_duplicate_section(rng: random.Random, d: Draft) -> Mutation | None:
     renamed = rng.random() < 0.3
     if renamed:
         put(copy, "kind", f"vendor.copy{i}")
-        put(copy, "required", False)
+        put_or_add(copy, "required", False)
     entries.insert(j, copy)
     d.bodies.insert(j, d.bodies[i])
     if renamed:
@@ -633,12 +621,12 @@ def op_reorder(rng: random.Random, d: Draft) -> Mutation | None:
 
 
 def op_layout(rng: random.Random, d: Draft) -> Mutation | None:
-    """An offset, length or CRC-32 that disagrees with the bytes, everything else resealed."""
+    """A length or CRC-32 that disagrees with the bytes, everything else resealed."""
     entries = d.entries()
     if not entries:
         return None
     i = rng.randrange(len(entries))
-    key = rng.choice(["offset", "length", "crc32"])
+    key = rng.choice(["length", "crc32"])
     old = get(entries[i], key)
     if type(old) is not int:
         return None
@@ -659,14 +647,18 @@ def op_preamble_and_padding(rng: random.Random, d: Draft) -> Mutation | None:
         return Mutation(f"minor version {d.minor}", "identical")
     if which == "padding":
         d.padding_byte = rng.randrange(1, 256)
-        return Mutation(f"padding byte {d.padding_byte:#x}", "refuse")
+        i = rng.randrange(len(d.entries()))
+        alignment = rng.choice([16, 64, 4096])
+        if get(d.entry(i), "alignment", 1) == 1:  # sections are packed unless aligned: make a gap
+            put_or_add(d.entry(i), "alignment", alignment)
+        return Mutation(f"padding byte {d.padding_byte:#x} (sections[{i}] aligned to {alignment})", "refuse")
     d.trailing = bytes(rng.choice([[0], [0] * 64, [1, 2, 3]]))
     return Mutation(f"{len(d.trailing)} bytes after the last section", "refuse")
 
 
 def op_class_bytes(rng: random.Random, d: Draft) -> Mutation | None:
-    """``class_bytes`` that no longer say which bytes are whose; the bit account is recounted
-    from them, so only the stale attribution remains."""
+    """``class_bytes`` that no longer say which bytes are whose; the bit account is derived from
+    them, so only the stale attribution remains."""
     entries = d.entries()
     k = d.num_classes()
     if not entries or k is None:
@@ -701,9 +693,9 @@ def op_class_bytes(rng: random.Random, d: Draft) -> Mutation | None:
         if k == 1 and len(get(get(e, "params"), "frames") or []) == 1:
             return None  # with one class and one frame, [length] is what class_bytes would be
         kind = get(e, "kind")
-        if kind not in KNOWN_KINDS and not (isinstance(kind, str) and kind.startswith("ruo2.")):
+        if kind not in KNOWN_KINDS and not (isinstance(kind, str) and kind.startswith("ruo.")):
             return None  # an unknown section's attribution is its writer's business
-        put(e, "class_bytes", new) if any(pair[0] == "class_bytes" for pair in e) else e.append(["class_bytes", new])
+        put_or_add(e, "class_bytes", new)
         return Mutation(f"sections[{i}] ({kind}) gets class_bytes {new} it does not define", "refuse")
     return None
 
@@ -904,19 +896,78 @@ def op_tables_zstd(rng: random.Random, d: Draft) -> Mutation | None:
 def op_content_hash(rng: random.Random, d: Draft) -> Mutation | None:
     prov = get(d.header, "provenance")
     old = get(prov, "content_hash")
-    if not isinstance(old, str):
+    if not isinstance(old, bytes):
         return None
-    which = rng.choice(["digit", "upper", "algorithm"])
-    if which == "digit":
-        pos = rng.randrange(len("sha256:"), len(old))
-        new = old[:pos] + ("0" if old[pos] != "0" else "1") + old[pos + 1:]
-    elif which == "upper":
-        new = old.upper()
+    which = rng.choice(["bit", "short", "long", "hex"])
+    if which == "bit":
+        bit = rng.randrange(8 * len(old))
+        new: Any = bytes(b ^ (1 << bit % 8 if n == bit // 8 else 0) for n, b in enumerate(old))
+    elif which == "short":
+        new = old[:-1]
+    elif which == "long":
+        new = old + b"\0"
     else:
-        new = "sha512:" + old[len("sha256:"):]
+        new = "sha256:" + old.hex()
     put(prov, "content_hash", new)
     d.pinned.add("provenance.content_hash")
     return Mutation(f"content_hash: {which}", "refuse")
+
+
+def op_header_frame(rng: random.Random, d: Draft) -> Mutation | None:
+    """The header's msgpack bytes stored in another zstd frame than the writer's, or in none."""
+    which = rng.choice(["recompress", "no-dictionary", "no-size", "huge", "other-size", "trailing", "skippable",
+                        "two-frames", "dictionary-id", "plain", "truncated"])
+    if which == "recompress":
+        level, check = rng.choice([1, 3, 9, 22]), rng.random() < 0.5
+        d.store = lambda text: zstandard.ZstdCompressor(
+            level=level, write_checksum=check, dict_data=zstd_dictionary()).compress(text)
+        return Mutation(f"header recompressed at level {level} (checksum {check})", "identical")
+    if which == "no-dictionary":  # a frame that never refers to the dictionary decodes alike with it
+        d.store = zstandard.ZstdCompressor(level=19).compress
+        return Mutation("header compressed without the dictionary", "identical")
+    if which == "no-size":
+        d.store = lambda text: zstandard.ZstdCompressor(write_content_size=False,
+                                                        dict_data=zstd_dictionary()).compress(text)
+        return Mutation("header frame does not declare its content size", "refuse")
+    if which == "huge":
+        size = rng.choice([2**24 + 1, 2**31, 2**64 - 2])
+        d.store = lambda text: zstd_declaring(size)
+        return Mutation(f"header frame declares {size} bytes", "refuse")
+    if which == "other-size":
+        delta = rng.choice([-1, 1, 100])
+        d.store = lambda text: _with_content_size(compress_header(text), len(text) + delta)
+        return Mutation(f"header frame declares {delta:+d} bytes", "refuse")
+    if which in ("trailing", "skippable", "two-frames"):
+        extra = {"trailing": b"\0", "skippable": skippable_frame(),
+                 "two-frames": zstandard.ZstdCompressor().compress(b"\x80")}[which]
+        d.store = lambda text: compress_header(text) + extra
+        return Mutation(f"header frame followed by {which}", "refuse")
+    if which == "dictionary-id":
+        dict_id = rng.choice([1, 7, 255])
+        d.store = lambda text: _with_dictionary_id(compress_header(text), dict_id)
+        return Mutation(f"header frame names dictionary {dict_id}", "refuse")
+    if which == "plain":
+        d.store = lambda text: text
+        return Mutation("header stored as plain msgpack", "refuse")
+    cut = rng.randint(1, 8)
+    d.store = lambda text: compress_header(text)[:-cut]
+    return Mutation(f"header frame loses its last {cut} bytes", "refuse")
+
+
+def _with_content_size(frame: bytes, size: int) -> bytes:
+    """A single-segment frame (as the writer makes them) with its content size field rewritten
+    as 8 bytes."""
+    fhd = frame[4]
+    width = (1, 2, 4, 8)[fhd >> 6] if fhd & 0x20 else (0, 2, 4, 8)[fhd >> 6]
+    start = 5 + (0 if fhd & 0x20 else 1) + (0, 1, 2, 4)[fhd & 3]
+    return frame[:4] + bytes([fhd | 0xC0]) + frame[5:start] + struct.pack("<Q", size) + frame[start + width:]
+
+
+def _with_dictionary_id(frame: bytes, dict_id: int) -> bytes:
+    """A frame without a dictionary ID (as the writer makes them) naming dictionary ``dict_id``."""
+    fhd = frame[4]
+    at = 5 + (0 if fhd & 0x20 else 1)
+    return frame[:4] + bytes([fhd | 1]) + frame[5:at] + bytes([dict_id]) + frame[at:]
 
 
 def op_inflate(rng: random.Random, d: Draft) -> Mutation | None:
@@ -982,6 +1033,7 @@ OPS: dict[str, tuple[float, Op]] = {
     "words": (1.5, op_words),
     "tables_zstd": (1, op_tables_zstd),
     "content_hash": (1, op_content_hash),
+    "header_frame": (1.5, op_header_frame),
     "inflate": (1, op_inflate),
     "payload_byte": (1.5, op_payload_byte),
 }

@@ -17,17 +17,22 @@ import shutil
 import struct
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
+import msgpack
 import numpy as np
+import zstandard
 
 import ddformat
 from ddformat import codecs
 from ddformat.codecs.ruo import RuoSamples, RuoSlice, schedule
-from ddformat.container.sections import EncodedSection, Layout
+from ddformat.container.bits import bit_account
+from ddformat.container.header import compress_header
+from ddformat.container.sections import EncodedSection, Layout, align
 from ddformat.container.writing import build
-from ddformat.limits import DEFAULT_LIMITS, PREAMBLE_SIZE
-from tests.support import decoded_digests, reseal, split_header
+from ddformat.limits import DEFAULT_LIMITS, MAGIC, PREAMBLE_SIZE
+from tests.support import decoded_digests, reseal, split_header, store_header
 
 
 def float_samples(f: ddformat.DDFile) -> dict[str, Any]:
@@ -117,7 +122,7 @@ def _ruo_rgb_samples() -> RuoSamples:
 
 def _ruo_stream(data: bytes, kind: str, change: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
                 ) -> bytes:
-    """The file with one ``ruo2`` section's streams changed — ``change(word counts, words)``
+    """The file with one ``ruo`` section's streams changed — ``change(word counts, words)``
     returns new ones — and every check but the streams' own kept consistent."""
     def edit(h: dict[str, Any]) -> None:
         entry = next(s for s in h["sections"] if s["kind"] == kind)
@@ -133,7 +138,7 @@ def _ruo_stream(data: bytes, kind: str, change: Callable[[np.ndarray, np.ndarray
         lengths, words = change(lengths, np.frombuffer(body[counts:4 * int(stop[-1]) + counts], "<u4").astype(np.int64))
         entry["_body"] = bytes(lengths.astype(np.uint8)) + words.astype("<u4").tobytes()
         entry["class_bytes"][0] += len(entry["_body"]) - len(body)  # stream 0 is class 0's
-    return reseal(data, edit, rebits=True)
+    return reseal(data, edit)
 
 
 def _drop_last_word(lengths: np.ndarray, words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -162,16 +167,16 @@ def ruo_invalid_files(data: bytes) -> dict[str, tuple[bytes, str]]:
 
     return {
         "ruo_latent_stream_missing_last_word": (_ruo_stream(data, "samples", _drop_last_word), "DecodeError"),
-        "ruo_decoder_stream_extra_word": (_ruo_stream(data, "ruo2.decoder", _add_word), "DecodeError"),
-        "ruo_arm_stream_word_changed": (_ruo_stream(data, "ruo2.arm", _flip_word), "DecodeError"),
+        "ruo_decoder_stream_extra_word": (_ruo_stream(data, "ruo.decoder", _add_word), "DecodeError"),
+        "ruo_arm_stream_word_changed": (_ruo_stream(data, "ruo.arm", _flip_word), "DecodeError"),
         "ruo_latent_stream_word_changed": (_ruo_stream(data, "samples", _flip_word), "DecodeError"),
-        "ruo_decoder_version_swapped": (reseal(data, version, rebits=True), "DecodeError"),
+        "ruo_decoder_version_swapped": (reseal(data, version), "DecodeError"),
     }
 
 
-FROZEN = {"ruo_withdrawn_v1_bitstream": "UnsupportedError"}
-"""Invalid vectors that no current writer can make, kept as they are: a file of the withdrawn
-``ruo`` codec (constriction-defined bitstream), which readers refuse (spec § 3.6)."""
+FROZEN = {"ruo_format_1_0": "VersionError"}
+"""Invalid vectors that no current writer can make, kept as they are: a format 1.0 ``ruo`` file,
+its latents coded under constriction's floating-point Laplace (spec § 3.6)."""
 
 
 def _base_sections(n: int = 6, k: int = 2) -> tuple[dict[str, Any], list[EncodedSection]]:
@@ -181,8 +186,9 @@ def _base_sections(n: int = 6, k: int = 2) -> tuple[dict[str, Any], list[Encoded
     groups = [n // k] * k
     sections = list(codecs.lookup("samples", "pixels").encode(x, layout, groups))
     sections.append(codecs.lookup("labels", "grouped").encode(y, layout, groups))
+    sections[-1].alignment = 64  # zero padding before the labels, for readers to check
     dataset = {"name": "vector", "num_classes": k, "class_names": [str(c) for c in range(k)], "num_samples": n,
-               "sample_shape": [1, 4, 4], "sample_dtype": "uint8", "value_range": [0.0, 1.0], "normalization": None}
+               "sample_shape": [1, 4, 4], "sample_dtype": "uint8", "value_range": [0.0, 1.0]}
     return dataset, sections
 
 
@@ -213,19 +219,74 @@ def _flip(data: bytes, i: int) -> bytes:
     return data[:i] + bytes([data[i] ^ 0x40]) + data[i + 1:]
 
 
+def _edited_header(data: bytes, edit: Any) -> bytes:
+    header, _ = split_header(data)
+    edit(header)
+    return store_header(data, compress_header(msgpack.packb(header, use_bin_type=True)))
+
+
+def _version_1_0(data: bytes) -> bytes:
+    """The file as format 1.0 laid it out: the header plain msgpack, with every section's offset,
+    alignment and ``required`` flag, the bit account, and the content hash in hex, solved to a
+    fixed point because the header counts itself."""
+    header, _ = split_header(data)
+    with ddformat.open(_Bytes(data)) as f:
+        bodies = [bytes(f.container.source.read(e.offset, e.length)) for e in f.header.sections]
+    header["provenance"]["content_hash"] = "sha256:" + header["provenance"]["content_hash"].hex()
+    raw = b""
+    while True:
+        pos = PREAMBLE_SIZE + len(raw)
+        for s in header["sections"]:
+            s.update(alignment=s.get("alignment", 1), required=s.get("required", True), params=s.get("params", {}),
+                     class_bytes=s.get("class_bytes"))
+            s["offset"] = pos = align(pos, s["alignment"])
+            pos += s["length"]
+        placed = [SimpleNamespace(component=s["component"], length=s["length"], class_bytes=s["class_bytes"])
+                  for s in header["sections"]]
+        header["bits"] = bit_account(len(raw), pos, placed, header["dataset"]["num_classes"])
+        settled = len(raw)
+        raw = msgpack.packb(header, use_bin_type=True)
+        if len(raw) == settled:
+            break
+    out = bytearray(pos)
+    out[PREAMBLE_SIZE:PREAMBLE_SIZE + len(raw)] = raw
+    for s, body in zip(header["sections"], bodies):
+        out[s["offset"]:s["offset"] + len(body)] = body
+    pre = struct.pack("<8sHHIQI", MAGIC, 1, 0, len(raw), pos, zlib.crc32(raw))
+    out[:PREAMBLE_SIZE] = pre + struct.pack("<I", zlib.crc32(pre))
+    return bytes(out)
+
+
+class _Bytes:
+    """A file in memory as a byte source for the reader."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.size = data, len(data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self.data[offset:offset + length]
+
+    def close(self) -> None:
+        pass
+
+
+def _zstd_declaring(size: int) -> bytes:
+    """A zstd frame whose header declares ``size`` content bytes and whose one raw block holds 1."""
+    return struct.pack("<IBQ", 0xFD2FB528, 0b11100000, size) + (1 | 1 << 3).to_bytes(3, "little") + b"\0"
+
+
 def invalid_files(base: bytes) -> dict[str, tuple[bytes, str]]:
-    header, _ = split_header(base)
-    samples, labels = header["sections"]
-    assert labels["offset"] > samples["offset"] + samples["length"], "base vector needs padding before labels"
+    with ddformat.open(_Bytes(base)) as f:
+        samples, labels = f.header.sections
+    assert labels.offset > samples.offset + samples.length, "base vector needs padding before labels"
+    header_text = msgpack.packb(split_header(base)[0], use_bin_type=True)
+    frame = compress_header(header_text)
 
     def unknown_required(h: dict[str, Any]) -> None:
-        h["sections"].append({"kind": "vendor.secret", "codec": "x", "component": "other", "offset": 0,
-                              "length": 0, "alignment": 1, "crc32": 0, "required": True, "params": {},
-                              "class_bytes": None})
+        h["sections"].append({"kind": "vendor.secret", "codec": "x", "component": "other", "length": 0, "crc32": 0})
 
-    def wrong_bits(h: dict[str, Any]) -> None:
-        h["bits"]["components"]["samples"] += 8
-        h["bits"]["components"]["container"] -= 8
+    def hex_hash(h: dict[str, Any]) -> None:
+        h["provenance"]["content_hash"] = "sha256:" + h["provenance"]["content_hash"].hex()
 
     def no_classes(h: dict[str, Any]) -> None:
         del h["dataset"]["num_classes"]
@@ -239,13 +300,24 @@ def invalid_files(base: bytes) -> dict[str, tuple[bytes, str]]:
         "truncated": (base[:-3], "TruncatedError"),
         "appended_bytes": (base + b"\0", "TruncatedError"),
         "preamble_bit_flip": (_flip(base, 13), "ChecksumError"),
-        "major_version_2": (_patch_preamble(base, major=2), "VersionError"),
+        "major_version_3": (_patch_preamble(base, major=3), "VersionError"),
+        "version_1_0_layout": (_version_1_0(base), "VersionError"),
         "header_length_over_limit": (_patch_preamble(base, header_length=2**31), "LimitError"),
         "header_bit_flip": (_flip(base, PREAMBLE_SIZE + 5), "ChecksumError"),
-        "samples_bit_flip": (_flip(base, samples["offset"] + 2), "ChecksumError"),
-        "nonzero_padding": (_flip(base, labels["offset"] - 1), "LayoutError"),
-        "unknown_required_section": (reseal(base, unknown_required, rebits=True), "UnsupportedError"),
-        "bit_account_mismatch": (reseal(base, wrong_bits), "BitAccountError"),
+        "header_plain_msgpack": (store_header(base, header_text), "HeaderError"),
+        "header_without_content_size": (store_header(base, zstandard.ZstdCompressor(
+            write_content_size=False).compress(header_text)), "HeaderError"),
+        "header_declares_over_limit": (store_header(base, _zstd_declaring(2**31)), "LimitError"),
+        "header_then_skippable_frame": (store_header(base, frame + struct.pack("<II", 0x184D2A50, 1) + b"x"),
+                                        "HeaderError"),
+        "header_names_a_dictionary": (store_header(base, frame[:4] + bytes([frame[4] | 1, 7]) + frame[5:]),
+                                      "HeaderError"),
+        "content_hash_as_hex": (_edited_header(base, hex_hash), "HeaderError"),
+        "samples_bit_flip": (_flip(base, samples.offset + 2), "ChecksumError"),
+        "nonzero_padding": (_flip(base, labels.offset - 1), "LayoutError"),
+        "section_longer_than_the_file": (_edited_header(
+            base, lambda h: h["sections"][0].update(length=h["sections"][0]["length"] + 64)), "LayoutError"),
+        "unknown_required_section": (reseal(base, unknown_required), "UnsupportedError"),
         "schema_missing_num_classes": (reseal(base, no_classes), "HeaderError"),
         "pixels_frame_rows_mismatch": (reseal(base, rows_mismatch), "DecodeError"),
     }

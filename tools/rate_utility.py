@@ -9,7 +9,8 @@ the 1,000 held-out real digits:
 
 - ``ruo-dm``: ``producers.ruo`` with the DM loss at ``--ruo-spc`` samples per class (one value,
   or one per budget) and ``--ruo-slice-size`` samples per slice, λ searched to land under the
-  budget;
+  budget (when no λ does, the producer zeroes the fewest latents that do; the row's
+  ``fallback`` says so); skipped with a message when the configuration's fixed cost exceeds it;
 - ``random-pixels``: a class-balanced random real subset stored losslessly (``pixels``), the
   largest number of images per class whose ``.dd`` file fits;
 - ``random-jpeg`` / ``random-webp``: the same subsets coded with PIL at ``--quality``; bits are
@@ -40,7 +41,7 @@ from ddformat.evaluation import realdata
 from ddformat.evaluation.evaluate import evaluate_file
 from ddformat.cli.plots import rate_utility_png
 from producers.common import DistributionMatching, RealData
-from producers.ruo.distill import SEARCHES, RuoConfig, distill_to_budget, save_result
+from producers.ruo.distill import SEARCHES, BudgetError, RuoConfig, distill_to_budget, save_result
 
 NUM_CLASSES = 10
 
@@ -125,11 +126,11 @@ def main() -> None:
     def todo(method: str, budget: float) -> bool:
         return not any(r["method"] == method and r["budget_bpc"] == budget for r in rows)
 
-    def evaluate(method: str, budget: float, path: Path, bpc: float, ipc: int) -> None:
+    def evaluate(method: str, budget: float, path: Path, bpc: float, ipc: int, **extra: Any) -> None:
         report = evaluate_file(path, "mnist", seeds=range(args.seeds), epochs=args.epochs, progress=False)
         r = report["results"][0]
         rows.append({"method": method, "budget_bpc": budget, "bpc": bpc, "samples_per_class": ipc,
-                     "accuracy": r["mean"], "std": r["std"]})
+                     "accuracy": r["mean"], "std": r["std"], **extra})
         results.write_text(json.dumps({"rows": rows}, indent=2))
         tqdm.write(f"{method:<14} budget {budget:>7.0f}  bpc {bpc:>9.1f}  ipc {ipc:>3}  "
                    f"accuracy {100 * r['mean']:.2f} ± {100 * r['std']:.2f}")
@@ -172,12 +173,12 @@ def main() -> None:
             try:
                 result = distill_to_budget(real, config, budget, search_steps=args.ruo_search_steps,
                                            search=args.ruo_search)
-            except ValueError as exc:
+            except BudgetError as exc:
                 tqdm.write(f"ruo-dm at {budget:.0f} bpc: {exc}")
                 continue
             path = save_result(args.out / f"ruo-dm-{budget:.0f}.dd", result, real)
             with ddformat.open(path) as f:
-                evaluate("ruo-dm", budget, path, f.bpc, spc)
+                evaluate("ruo-dm", budget, path, f.bpc, spc, fallback=result.fallback)
 
     rows.sort(key=lambda r: r["budget_bpc"])
     results.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))

@@ -3,7 +3,7 @@
 A codec turns one kind of array (samples, labels, weights, a ZCA transform) into the bytes and
 parameters of one section and back. The container knows nothing of payloads; codecs know
 nothing of offsets, alignment or checksums. A samples codec may add auxiliary sections of its own
-(kind ``"<codec>.<part>"``, e.g. ``ruo2.arm``), which the container stores like any other.
+(kind ``"<codec>.<part>"``, e.g. ``ruo.arm``), which the container stores like any other.
 Decoders return numpy arrays: reading a file needs no torch.
 """
 
@@ -17,7 +17,7 @@ from ..container.sections import EncodedSection, Layout, Section
 from ..errors import DecodeError
 
 AuxReader = Callable[[str], Section]
-"""Returns the verified auxiliary section of a kind (``"ruo2.arm"``), for samples codecs."""
+"""Returns the verified auxiliary section of a kind (``"ruo.arm"``), for samples codecs."""
 
 
 class SamplesCodec(Protocol):

@@ -23,7 +23,9 @@ section length and the layout before anything is allocated, and every failure is
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Sequence
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import constriction
 import numpy as np
@@ -40,6 +42,23 @@ PIECE_BYTES = 2**18
 needs memory for its output, not for a filtered or reordered copy of its input."""
 
 RowFilter = Callable[[np.ndarray], np.ndarray]
+T = TypeVar("T")
+R = TypeVar("R")
+THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+"""Decoders run independent pieces of work (frames, blocks of samples) on at most this many
+threads: one per CPU this process may use."""
+
+
+def in_threads(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``[fn(item) for item in items]`` on up to :data:`THREADS` threads. zstd and numpy release
+    the GIL while they work, so independent pieces decode in parallel. Exceptions surface as in
+    the loop: the first failing item's, in item order."""
+    items = list(items)
+    workers = min(len(items), THREADS)
+    if workers <= 1:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, items))
 
 
 # --------------------------------------------------------------------------- validation helpers
@@ -228,7 +247,9 @@ def decompress_rows(section: Section, frame_lengths: Sequence[int], rows_per_fra
                     row_bytes: int, max_bytes: int, *, compression: str = "zstd", shuffle: int = 1,
                     data: memoryview | None = None) -> np.ndarray:
     """Inverse of :func:`compress_rows` (or of raw frames): a writable ``(rows, row_bytes)``
-    uint8 matrix. ``data`` defaults to the whole section payload."""
+    uint8 matrix. ``data`` defaults to the whole section payload. Every frame's length and
+    declared size is checked before any is decompressed; frames then decompress in parallel
+    (:func:`in_threads`), each straight into its place in the output."""
     data = section_bytes(section) if data is None else data
     if len(frame_lengths) != len(rows_per_frame):
         raise DecodeError(f"{len(frame_lengths)} frame lengths for {len(rows_per_frame)} frames",
@@ -249,11 +270,14 @@ def decompress_rows(section: Section, frame_lengths: Sequence[int], rows_per_fra
             _declared_size(section, frame, field, exact=expected)
         frames.append((field, expected, frame, raw))
     out = np.empty(total, dtype=np.uint8)
-    pos = 0
-    for field, expected, frame, raw in frames:
+    starts = np.cumsum([0] + [expected for _, expected, _, _ in frames]).tolist()
+
+    def fill(job: tuple[int, tuple[str, int, memoryview, bool]]) -> None:
+        pos, (field, expected, frame, raw) = job
         content = frame if raw else zstd_frame(section, frame, field, exact=expected)
         out[pos:pos + expected] = _unshuffle(np.frombuffer(content, dtype=np.uint8), shuffle)
-        pos += expected
+
+    in_threads(fill, zip(starts, frames))
     return out.reshape(-1, row_bytes) if row_bytes else out.reshape(sum(rows_per_frame), 0)
 
 
@@ -282,9 +306,13 @@ def _raw(rows: np.ndarray, order: np.ndarray | None) -> bytearray:
 
 def pack_rows(rows: np.ndarray, groups: Sequence[int] | None, level: int,
               filters: dict[str, tuple[RowFilter | None, int]],
-              order: np.ndarray | None = None) -> tuple[bytearray, dict[str, Any], list[int] | None]:
-    """Compress a row matrix with whichever of ``filters`` (name → (row transform, shuffle
-    element size)) compresses a sample of the rows best, the first listed winning ties.
+              order: np.ndarray | None = None,
+              tolerance: float = 0.0) -> tuple[bytearray, dict[str, Any], list[int] | None]:
+    """Compress a row matrix with the first listed of ``filters`` (name → (row transform,
+    shuffle element size)) that compresses a sample of the rows to at most ``1 + tolerance``
+    times the smallest size any of them gives; with ``tolerance=0`` the best, the first listed
+    winning ties. Codecs list their filters fastest-decoding first, so a tolerance buys decode
+    speed with bytes.
 
     The stored rows are ``rows[order]`` (``rows`` without ``order``), gathered a piece at a
     time, so that neither a reordered nor a filtered copy of ``rows`` is ever made. Returns the
@@ -304,7 +332,8 @@ def pack_rows(rows: np.ndarray, groups: Sequence[int] | None, level: int,
         sizes = {}
         for candidate, (fn, shuffle) in filters.items():
             sizes[candidate] = len(_compress(cctx, trial, None, [len(trial)], fn, shuffle)[0])
-        name = min(filters, key=lambda c: sizes[c])
+        smallest = min(sizes.values())
+        name = next(c for c in filters if sizes[c] <= smallest * (1 + tolerance))
         if sizes[name] < trial.nbytes:
             expected = int(0.95 * n * row_bytes * sizes[name] / trial.nbytes)
             del trial

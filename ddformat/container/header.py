@@ -1,21 +1,25 @@
-"""The header: its msgpack encoding and the one place where its schema is enforced.
+"""The header: its encoding (msgpack in one zstd frame) and the one place where its schema is
+enforced.
 
 Everything a reader learns from the header passes through :func:`parse_header`, which returns
 only values of the documented types and ranges (``spec/format.md`` § Header). Unknown keys are
 ignored so that minor versions can add fields; anything that must not be ignored is a required
-section instead.
+section instead. What follows from other fields is not stored: sections' offsets (from lengths
+and alignments) and the bit account (from the layout) are derived here, the same way for the
+writer that plans a file and the reader that checks it.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgpack
 import numpy as np
+import zstandard
 
 from ..errors import HeaderError, LimitError
 from ..limits import (
@@ -24,11 +28,14 @@ from ..limits import (
     MAX_NUM_CLASSES,
     MAX_NUM_SAMPLES,
     MAX_SAMPLE_RANK,
+    PREAMBLE_SIZE,
     SAMPLE_DTYPES,
     Limits,
 )
 from ..weighting import WEIGHT_NORMALIZATIONS, WEIGHT_SCHEMES
-from .sections import COMPONENTS
+from .bits import bit_account
+from .dictionary import DICTIONARY
+from .sections import COMPONENTS, align
 
 LOSSES = ("ce", "kl")
 REGIMES = ("hl", "sl", "sl+kd")
@@ -39,10 +46,20 @@ FLOAT32_SAFE_MAX = 2.0**126
 differences of two such numbers stay below float32's maximum (~2**128) even after rounding."""
 FLOAT32_MIN_NORMAL = 2.0**-126
 CONTENT_HASH_PREFIX = "sha256:"
+"""How a reader shows the stored 32-byte ``content_hash``: ``sha256:`` and 64 hex digits."""
+HEADER_LEVEL = 19
+"""zstd level of the header: a few hundred bytes, compressed once per file."""
+
+
+def zstd_dictionary() -> zstandard.ZstdCompressionDict:
+    """A fresh zstd view of the dictionary (~0.1 ms): one per use, so threads share no zstd state."""
+    return zstandard.ZstdCompressionDict(DICTIONARY, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
 
 
 @dataclass(frozen=True)
 class SectionEntry:
+    """A section table entry; ``offset`` is derived (:func:`place`), never stored."""
+
     kind: str
     codec: str
     component: str
@@ -55,44 +72,102 @@ class SectionEntry:
     class_bytes: list[int] | None
 
     def to_msgpack(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "codec": self.codec,
-            "component": self.component,
-            "offset": self.offset,
-            "length": self.length,
-            "alignment": self.alignment,
-            "crc32": self.crc32,
-            "required": self.required,
-            "params": self.params,
-            "class_bytes": self.class_bytes,
-        }
+        """The stored entry: defaults (alignment 1, required, no params, no class_bytes) left out."""
+        entry: dict[str, Any] = {"kind": self.kind, "codec": self.codec, "component": self.component,
+                                 "length": self.length, "crc32": self.crc32}
+        if self.params:
+            entry["params"] = self.params
+        if self.class_bytes is not None:
+            entry["class_bytes"] = self.class_bytes
+        if self.alignment != 1:
+            entry["alignment"] = self.alignment
+        if not self.required:
+            entry["required"] = False
+        return entry
+
+
+def place(entries: list[SectionEntry], start: int) -> list[SectionEntry]:
+    """The entries with their offsets: each section at the first multiple of its alignment at or
+    after the end of the one before, the first at or after ``start`` (the header's end)."""
+    placed = []
+    for e in entries:
+        start = align(start, e.alignment)
+        placed.append(replace(e, offset=start))
+        start += e.length
+    return placed
 
 
 @dataclass(frozen=True)
 class Header:
+    """A validated header, with what its place in the file determines: the sections' offsets and
+    the bit account."""
+
     dataset: dict[str, Any]
     sections: list[SectionEntry]
     provenance: dict[str, Any]
     recipe: dict[str, Any]
-    bits: dict[str, Any]
+    header_length: int
+    file_length: int
 
     @property
     def num_classes(self) -> int:
         return self.dataset["num_classes"]
 
-    def to_msgpack(self) -> dict[str, Any]:
-        return {
-            "dataset": self.dataset,
-            "sections": [s.to_msgpack() for s in self.sections],
-            "provenance": self.provenance,
-            "recipe": self.recipe,
-            "bits": self.bits,
-        }
+    @functools.cached_property
+    def bits(self) -> dict[str, Any]:
+        """The bit account (spec § 5), derived from the layout."""
+        return bit_account(self.header_length, self.file_length, self.sections, self.num_classes)
 
 
-def encode_header(header: Header) -> bytes:
-    return msgpack.packb(header.to_msgpack(), use_bin_type=True)
+def encode_header(dataset: dict[str, Any], sections: list[SectionEntry], provenance: dict[str, Any],
+                  recipe: dict[str, Any]) -> bytes:
+    """The header as stored: one msgpack map, compressed as one zstd frame that declares its size,
+    against :data:`~ddformat.container.dictionary.DICTIONARY`. ``provenance["content_hash"]`` is
+    the 32-byte digest."""
+    table = {"dataset": dataset, "sections": [s.to_msgpack() for s in sections], "provenance": provenance,
+             "recipe": recipe}
+    return compress_header(msgpack.packb(table, use_bin_type=True))
+
+
+def compress_header(text: bytes) -> bytes:
+    """msgpack header bytes as they are stored: one zstd frame with its content size, no checksum
+    (the preamble's CRC-32 covers it), against the dictionary."""
+    cctx = zstandard.ZstdCompressor(level=HEADER_LEVEL, dict_data=zstd_dictionary(), write_content_size=True,
+                                    write_checksum=False, write_dict_id=False)
+    return cctx.compress(text)
+
+
+def decompress_header(data: bytes | memoryview, max_bytes: int) -> bytes:
+    """The msgpack bytes of a stored header: exactly one zstd frame, which declares a content
+    size of at most ``max_bytes`` (checked before anything is allocated), names no dictionary but
+    the spec's (ID 0), and is followed by nothing."""
+    try:
+        frame = zstandard.get_frame_parameters(data)
+    except zstandard.ZstdError as exc:
+        raise HeaderError(f"header is not a zstd frame: {exc}", section="header", offset=PREAMBLE_SIZE) from None
+    if frame.content_size == zstandard.CONTENTSIZE_UNKNOWN:
+        raise HeaderError("header zstd frame does not declare its content size", section="header",
+                          offset=PREAMBLE_SIZE)
+    if frame.content_size > max_bytes or frame.window_size > max_bytes:
+        raise LimitError(f"header zstd frame declares {frame.content_size} bytes (window {frame.window_size}), "
+                         f"over the header limit of {max_bytes}", section="header", offset=PREAMBLE_SIZE)
+    if frame.dict_id:
+        raise HeaderError(f"header zstd frame names dictionary {frame.dict_id}; headers use the spec's "
+                          "dictionary (ID 0)", section="header", offset=PREAMBLE_SIZE)
+    dobj = zstandard.ZstdDecompressor(dict_data=zstd_dictionary()).decompressobj()
+    try:
+        out = dobj.decompress(data)
+    except zstandard.ZstdError as exc:
+        raise HeaderError(f"corrupt header zstd frame: {exc}", section="header", offset=PREAMBLE_SIZE) from None
+    if not dobj.eof:
+        raise HeaderError("header zstd frame is truncated", section="header", offset=PREAMBLE_SIZE)
+    if dobj.unused_data:
+        raise HeaderError(f"{len(dobj.unused_data)} bytes follow the header zstd frame", section="header",
+                          offset=PREAMBLE_SIZE + len(data) - len(dobj.unused_data))
+    if len(out) != frame.content_size:
+        raise HeaderError(f"header zstd frame decoded to {len(out)} bytes, it declares {frame.content_size}",
+                          section="header", offset=PREAMBLE_SIZE)
+    return out
 
 
 def _reject_ext(code: int, data: bytes) -> Any:
@@ -103,16 +178,17 @@ class _Pairs(list):
     """A decoded msgpack map as its key-value pairs, before duplicates are ruled out."""
 
 
-def decode_header(data: bytes) -> Any:
-    """Decode header bytes whose length the caller has already checked against the limit.
+def decode_header(data: bytes | memoryview, max_bytes: int) -> Any:
+    """Decompress (:func:`decompress_header`) and decode a stored header.
 
     msgpack allows a map to repeat a key, and a dict would keep the last value silently, so two
     readers could disagree on what a file says: maps are decoded as pairs and refused if a key
     repeats or is not a string. Maps and arrays nest at most :data:`MAX_NESTING` deep, the
     top-level map counting as depth 1 (``spec/format.md`` § 6)."""
+    text = decompress_header(data, max_bytes)
     try:
         obj = msgpack.unpackb(
-            data,
+            text,
             raw=False,
             strict_map_key=False,
             use_list=True,
@@ -206,7 +282,7 @@ def check_metadata(dataset: Any, provenance: Any, recipe: Any) -> tuple[Any, Any
                                    ((dataset, "dataset"), (provenance, "provenance"), (recipe, "recipe")))
     c = _Checker()
     _dataset(c, dataset)
-    _provenance(c, {**c.map(provenance, "provenance"), "content_hash": CONTENT_HASH_PREFIX + "0" * 64})
+    _provenance(c, {**c.map(provenance, "provenance"), "content_hash": bytes(32)})
     _recipe(c, recipe)
     return dataset, provenance, recipe
 
@@ -334,7 +410,7 @@ def _check_normalization(c: _Checker, stats: dict[str, list[float]], magnitude: 
                          f"up to {magnitude} in magnitude (the value range)")
 
 
-def _sections(c: _Checker, obj: Any, num_classes: int, limits: Limits) -> list[SectionEntry]:
+def _sections(c: _Checker, obj: Any, num_classes: int, limits: Limits, start: int) -> list[SectionEntry]:
     if isinstance(obj, list) and len(obj) > limits.max_sections:
         raise LimitError(f"{len(obj)} sections exceed the limit of {limits.max_sections}",
                          section="header", field="sections")
@@ -347,7 +423,7 @@ def _sections(c: _Checker, obj: Any, num_classes: int, limits: Limits) -> list[S
         if not kind or kind in seen:
             raise c.fail(f"{p}.kind", f"section kind {kind!r} is empty or repeated")
         seen.add(kind)
-        alignment = c.int(c.get(s, "alignment", p), f"{p}.alignment", 1, MAX_ALIGNMENT)
+        alignment = c.int(s.get("alignment", 1), f"{p}.alignment", 1, MAX_ALIGNMENT)
         if alignment & (alignment - 1):
             raise c.fail(f"{p}.alignment", f"{alignment} is not a power of two")
         length = c.int(c.get(s, "length", p), f"{p}.length")
@@ -361,15 +437,15 @@ def _sections(c: _Checker, obj: Any, num_classes: int, limits: Limits) -> list[S
             kind=kind,
             codec=c.str(c.get(s, "codec", p), f"{p}.codec"),
             component=c.str(c.get(s, "component", p), f"{p}.component", COMPONENTS),
-            offset=c.int(c.get(s, "offset", p), f"{p}.offset"),
+            offset=0,
             length=length,
             alignment=alignment,
             crc32=c.int(c.get(s, "crc32", p), f"{p}.crc32", 0, 2**32 - 1),
-            required=c.bool(c.get(s, "required", p), f"{p}.required"),
+            required=c.bool(s.get("required", True), f"{p}.required"),
             params=c.map(c.plain(s.get("params", {}), f"{p}.params"), f"{p}.params"),
             class_bytes=class_bytes,
         ))
-    return entries
+    return place(entries, start)
 
 
 def _recipe(c: _Checker, obj: Any) -> dict[str, Any]:
@@ -418,36 +494,31 @@ def _optimizer(c: _Checker, obj: Any) -> dict[str, Any]:
 def _provenance(c: _Checker, obj: Any) -> dict[str, Any]:
     p = c.map(c.plain(obj, "provenance"), "provenance")
     out = dict(p)
-    for key in ("producer", "producer_version", "source_dataset", "content_hash"):
+    for key in ("producer", "producer_version", "source_dataset"):
         out[key] = c.str(c.get(p, key, "provenance"), f"provenance.{key}")
-    if not re.fullmatch(CONTENT_HASH_PREFIX + "[0-9a-f]{64}", out["content_hash"]):
-        raise c.fail("provenance.content_hash", "expected 'sha256:' and 64 lowercase hex digits")
+    digest = c.get(p, "content_hash", "provenance")
+    if not isinstance(digest, bytes) or len(digest) != 32:
+        raise c.fail("provenance.content_hash", "expected the 32-byte SHA-256 of the section payloads (msgpack bin)")
+    out["content_hash"] = CONTENT_HASH_PREFIX + digest.hex()
     out["parameters"] = c.map(p.get("parameters", {}), "provenance.parameters")
     if out["parameters"].get("zca") is not None:
         c.bool(out["parameters"]["zca"], "provenance.parameters.zca")
     return out
 
 
-def _bits(c: _Checker, obj: Any, num_classes: int) -> dict[str, Any]:
-    b = c.map(obj, "bits")
-    comps = c.map(c.get(b, "components", "bits"), "bits.components")
-    per_class = c.list(c.get(b, "per_class", "bits"), "bits.per_class", num_classes)
-    return {
-        "total": c.int(c.get(b, "total", "bits"), "bits.total"),
-        "components": {c.str(k, "bits.components"): c.int(v, f"bits.components.{k}") for k, v in comps.items()},
-        "per_class": [c.int(v, f"bits.per_class[{i}]") for i, v in enumerate(per_class)],
-    }
-
-
-def parse_header(obj: Any, limits: Limits) -> Header:
-    """Validate a decoded header against the schema and return it in canonical form."""
+def parse_header(obj: Any, limits: Limits, header_length: int, file_length: int) -> Header:
+    """Validate a decoded header against the schema and return it in canonical form, with the
+    offsets and bit account that a header of ``header_length`` stored bytes in a file of
+    ``file_length`` bytes gives (whether the sections fit the file is the layout's check)."""
     c = _Checker()
     top = c.map(obj, "")
     dataset = _dataset(c, c.get(top, "dataset", ""))
     return Header(
         dataset=dataset,
-        sections=_sections(c, c.get(top, "sections", ""), dataset["num_classes"], limits),
+        sections=_sections(c, c.get(top, "sections", ""), dataset["num_classes"], limits,
+                           PREAMBLE_SIZE + header_length),
         provenance=_provenance(c, c.get(top, "provenance", "")),
         recipe=_recipe(c, top.get("recipe", {})),
-        bits=_bits(c, c.get(top, "bits", ""), dataset["num_classes"]),
+        header_length=header_length,
+        file_length=file_length,
     )

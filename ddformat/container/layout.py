@@ -1,4 +1,4 @@
-"""Reading the ``.dd`` container: preamble, msgpack header, aligned checksummed sections.
+"""Reading the ``.dd`` container: preamble, compressed msgpack header, checksummed sections.
 
 This module finds and checks bytes; it does not interpret payloads (that is ``codecs``). Every
 number read from a file is checked against the file length and the reader limits before it is
@@ -14,7 +14,6 @@ import zlib
 from typing import Callable, Sequence
 
 from ..errors import (
-    BitAccountError,
     ChecksumError,
     HeaderError,
     LayoutError,
@@ -25,29 +24,26 @@ from ..errors import (
     VersionError,
 )
 from ..limits import DEFAULT_LIMITS, MAGIC, MAJOR, PREAMBLE_SIZE, Limits
-from .bits import bit_account
 from .header import Header, decode_header, parse_header
 from .sections import Section
 from .sources import ByteSource, open_source
 
 PREAMBLE = struct.Struct("<8sHHIQI")  # magic, major, minor, header_length, file_length, header_crc32
 assert PREAMBLE.size + 4 == PREAMBLE_SIZE  # followed by the preamble's own CRC-32
-
-
-def align(offset: int, alignment: int) -> int:
-    return -(-offset // alignment) * alignment
+OLD_LAYOUT = (" (1.x stored the header as plain msgpack with offsets and a bit account, 2.x compresses it and "
+              "derives them; ddformat 1.0 reads the file, and its tensors can be saved again with this version)")
 
 
 def crc32(data: bytes | memoryview) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
-def content_hash(payloads: Sequence[bytes]) -> str:
+def content_hash(payloads: Sequence[bytes]) -> bytes:
     """SHA-256 over all section payloads in table order: the file's identity for citing it."""
     h = hashlib.sha256()
     for p in payloads:
         h.update(p)
-    return "sha256:" + h.hexdigest()
+    return h.digest()
 
 
 class Container:
@@ -94,8 +90,8 @@ class Container:
         if crc32(pre[:28]) != stored:
             raise ChecksumError("preamble CRC-32 mismatch", section="preamble", offset=28)
         if major != MAJOR:
-            raise VersionError(f"file is version {major}.{minor}; this reader implements {MAJOR}.x",
-                               field="major", offset=8)
+            raise VersionError(f"file is version {major}.{minor}; this reader implements {MAJOR}.x"
+                               + (OLD_LAYOUT if major < MAJOR else ""), field="major", offset=8)
         if file_length != size:
             raise TruncatedError(f"file has {size} bytes but its preamble says {file_length}",
                                  field="file_length", offset=16)
@@ -108,28 +104,23 @@ class Container:
         raw = self.source.read(PREAMBLE_SIZE, header_length)
         if crc32(raw) != header_crc:
             raise ChecksumError("header CRC-32 mismatch", section="header", offset=PREAMBLE_SIZE)
-        return header_length, parse_header(decode_header(raw), self.limits)
+        header = decode_header(raw, self.limits.max_header_bytes)
+        return header_length, parse_header(header, self.limits, header_length, size)
 
     def _check_layout(self) -> None:
         """Sections follow the header in table order, each at the first offset its alignment
-        allows; the gaps are zero and the last section ends the file. No holes, no overlaps."""
+        allows (their offsets are derived so); the gaps are zero and the last section ends the
+        file. No holes, no overlaps."""
         pos = PREAMBLE_SIZE + self.header_length
         for i, e in enumerate(self.header.sections):
-            expected = align(pos, e.alignment)
-            if e.offset != expected:
-                raise LayoutError(f"section starts at {e.offset}, expected {expected}",
-                                  section=e.kind, field=f"sections[{i}].offset", offset=e.offset)
             if e.offset + e.length > self.size:
-                raise LayoutError(f"section of {e.length} bytes runs past the end of the file",
+                raise LayoutError(f"section of {e.length} bytes at offset {e.offset} runs past the end of the file",
                                   section=e.kind, field=f"sections[{i}].length", offset=e.offset)
-            if expected > pos and any(self.source.read(pos, expected - pos)):
+            if e.offset > pos and any(self.source.read(pos, e.offset - pos)):
                 raise LayoutError("padding before section is not zero", section=e.kind, offset=pos)
             pos = e.offset + e.length
         if pos != self.size:
             raise LayoutError(f"{self.size - pos} bytes after the last section", offset=pos)
-        derived = bit_account(self.header_length, self.size, self.header.sections, self.header.num_classes)
-        if derived != self.header.bits:
-            raise BitAccountError("stored bit account differs from the layout", section="header", field="bits")
 
     def _check_sections(self, is_known: Callable[[str, str], bool]) -> None:
         for e in self.header.sections:

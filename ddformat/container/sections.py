@@ -13,6 +13,11 @@ COMPONENTS = ("samples", "decoders", "entropy_networks", "labels", "weights", "o
 """Bit-account buckets a section's bytes can be charged to (``spec/format.md`` § 5)."""
 
 
+def align(offset: int, alignment: int) -> int:
+    """The first multiple of ``alignment`` at or after ``offset``."""
+    return -(-offset // alignment) * alignment
+
+
 @dataclass
 class EncodedSection:
     """A section as a codec produced it, before the container places it in a file.
@@ -29,7 +34,8 @@ class EncodedSection:
     params: dict[str, Any] = field(default_factory=dict)
     required: bool = True
     class_bytes: list[int] | None = None
-    alignment: int = 64
+    alignment: int = 1
+    """Sections are packed (1: no padding) unless a codec needs its payload aligned in the file."""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ have the reader open the plan, then stream the file into a temporary file that
 atomically replaces the destination.
 
 Nothing is written before the header is complete and valid: the header holds every section's
-offset, length and CRC-32 and the SHA-256 of all payloads, which the encoded sections give
+length and CRC-32 and the SHA-256 of all payloads, which the encoded sections give
 without being copied. Writing then streams the preamble, header, padding and each payload in
 turn, so the file never exists as one buffer in memory.
 """
@@ -19,9 +19,8 @@ from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 from ..errors import TruncatedError
 from ..limits import MAGIC, MAJOR, MINOR, PREAMBLE_SIZE
-from .bits import bit_account
-from .header import Header, SectionEntry, encode_header
-from .layout import PREAMBLE, align, content_hash, crc32
+from .header import SectionEntry, encode_header, place
+from .layout import PREAMBLE, content_hash, crc32
 from .sections import EncodedSection
 
 WRITE_PIECE = 16 * 2**20
@@ -76,30 +75,18 @@ class Plan:
 
 def plan(dataset: dict[str, Any], provenance: dict[str, Any], recipe: dict[str, Any],
          sections: Sequence[EncodedSection]) -> Plan:
-    """Lay out a file. The bit account is solved to a fixed point because it counts the header
-    that contains it. The plan serves reads, so ``save`` checks it by opening it with the reader
-    (header schema, layout, bit account, limits) before writing it."""
+    """Lay out a file: the header holds no offsets and no bit account (both follow from it and
+    its length), so it is encoded once and the sections placed after it. The plan serves reads,
+    so ``save`` checks it by opening it with the reader (header schema, layout, limits) before
+    writing it."""
     payloads = [s.data for s in sections]
-    crcs = [crc32(p) for p in payloads]
     provenance = {**provenance, "content_hash": content_hash(payloads)}
-    header_length = 0
-    for _ in range(16):
-        offset = PREAMBLE_SIZE + header_length
-        entries = []
-        for s, crc in zip(sections, crcs):
-            offset = align(offset, s.alignment)
-            length = memoryview(s.data).nbytes
-            entries.append(SectionEntry(s.kind, s.codec, s.component, offset, length, s.alignment, crc,
-                                        s.required, s.params, s.class_bytes))
-            offset += length
-        account = bit_account(header_length, offset, entries, dataset["num_classes"])
-        header = encode_header(Header(dataset, entries, provenance, recipe, account))
-        if len(header) == header_length:
-            break
-        header_length = len(header)
-    else:
-        raise RuntimeError("bit account did not reach a fixed point")
-    return Plan(pack_preamble(header, offset) + header, entries, payloads, offset)
+    entries = [SectionEntry(s.kind, s.codec, s.component, 0, memoryview(s.data).nbytes, s.alignment, crc32(s.data),
+                            s.required, s.params, s.class_bytes) for s in sections]
+    header = encode_header(dataset, entries, provenance, recipe)
+    entries = place(entries, PREAMBLE_SIZE + len(header))
+    size = entries[-1].offset + entries[-1].length if entries else PREAMBLE_SIZE + len(header)
+    return Plan(pack_preamble(header, size) + header, entries, payloads, size)
 
 
 def build(dataset: dict[str, Any], provenance: dict[str, Any], recipe: dict[str, Any],

@@ -26,7 +26,7 @@ Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
 def samples_tensor(file: DDFile, device: str | torch.device = "cpu") -> torch.Tensor:
-    """A file's samples as a tensor on ``device``, decoded there when the codec can (``ruo2``
+    """A file's samples as a tensor on ``device``, decoded there when the codec can (``ruo``
     entropy-decodes and synthesises on the GPU)."""
     device = torch.device(device)
 

@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--classes", type=int, help="keep only the first N classes (quick runs)")
     parser.add_argument("--out", required=True, type=Path, help="the .dd file to write")
     parser.add_argument("--target-bpc", type=float,
-                        help="search λ for the largest file under this many bits per class")
+                        help="search λ for the largest file under this many bits per class; if no λ lands, "
+                             "zero the fewest latents that do; refused up front below the fixed cost")
     parser.add_argument("--search-steps", type=int, default=6, help="runs the budget search may take")
     parser.add_argument("--search", choices=SEARCHES, default="lambda",
                         help="knob the budget search scales: λ (Phases 2–3 per run) or β (all phases per run)")
@@ -92,8 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = save_result(args.out, result, real)
     with ddformat.open(path) as f:
         parts = ", ".join(f"{k} {v / real.num_classes:.0f}" for k, v in f.bits["components"].items())
+        fallback = "" if result.fallback is None else f", fallback {result.fallback}"
         print(f"{path}: {f.num_samples} samples, {f.bpc:.0f} bits per class ({parts}); "
-              f"λ × {result.lambda_scale:.4g}")
+              f"λ × {result.lambda_scale:.4g}{fallback}")
     return 0
 
 

@@ -10,7 +10,9 @@
 * Phase 3, post-quantisation (:mod:`.quantize`).
 
 :func:`distill_to_budget` searches λ (Phases 2–3 repeated from one Phase 1 result) or β (all
-phases repeated) by bisection in log space, to land as close under a requested bpc as it can.
+phases repeated) by bisection in log space, to land as close under a requested bpc as it can;
+when no trial lands, it zeroes latents of the cheapest trial until one does, and refuses up
+front a budget below the configuration's fixed cost (:func:`floor_result`).
 :func:`save_result` writes the ``.dd`` file with a recipe for ``ddformat eval``.
 """
 
@@ -33,7 +35,7 @@ from producers.common import (DEFAULT_DSA, DistributionMatching, GradientMatchin
                               UtilityLoss, load_experts)
 
 from .model import RELAXATIONS, Architecture, RuoModel
-from .quantize import post_quantize
+from .quantize import floor_samples, post_quantize, requantize, zeroed_latents
 
 LOSSES = ("dm", "gm", "tm")
 
@@ -131,7 +133,11 @@ class RuoResult:
     target_bpc: float | None = None
     history: dict[str, list[float]] = field(default_factory=dict)
     """Per-iteration rate and losses; after :func:`distill_to_budget`, also every trial's knob
-    scale (``search_scale``) and file bpc (``search_bpc``), in the order they ran."""
+    scale (``search_scale``) and file bpc (``search_bpc``), in the order they ran, and those of
+    the fallback's rungs (``fallback_zeroed``, ``fallback_bpc``; the floor counts as zeroing all)."""
+    fallback: str | None = None
+    """How the budget search's fallback made this file, as its provenance records it:
+    ``"zeroed K/N"`` (K of the N non-zero latents zeroed, ARMs chosen again) or ``"floor"``."""
 
 
 def build_utility(config: RuoConfig, real: RealData) -> UtilityLoss:
@@ -230,12 +236,16 @@ def finish(model: RuoModel, config: RuoConfig, lambda_scale: float, history: dic
     return RuoResult(samples, labels, images, estimated_bits(samples), config, lambda_scale, history=history)
 
 
-def distill(real: RealData, config: RuoConfig, *, lambda_scale: float = 1.0, progress: bool = True) -> RuoResult:
-    """Algorithm 1: Phases 1, 2 and 3 on ``real``."""
+def _run(real: RealData, config: RuoConfig, progress: bool, lambda_scale: float = 1.0) -> tuple[RuoModel, RuoResult]:
     model = build_model(config, real)
     history = initialize(model, real, config, progress)
     history |= optimize(model, build_utility(config, real), config, lambda_scale, progress)
-    return finish(model, config, lambda_scale, history, progress)
+    return model, finish(model, config, lambda_scale, history, progress)
+
+
+def distill(real: RealData, config: RuoConfig, *, lambda_scale: float = 1.0, progress: bool = True) -> RuoResult:
+    """Algorithm 1: Phases 1, 2 and 3 on ``real``."""
+    return _run(real, config, progress, lambda_scale)[1]
 
 
 def recipe(config: RuoConfig) -> dict[str, Any]:
@@ -250,6 +260,8 @@ def save_result(path: str | Path, result: RuoResult, real: RealData) -> Path:
     """Write ``result`` as a ``.dd`` file whose provenance holds every hyperparameter."""
     config = result.config
     parameters = {**config.to_dict(), "lambda_scale": result.lambda_scale, "target_bpc": result.target_bpc}
+    if result.fallback is not None:
+        parameters["fallback"] = result.fallback
     return ddformat.save(path, result.samples, result.labels, num_classes=real.num_classes,
                          class_names=real.class_names, name=f"{real.source}-ruo-{config.loss}-spc{config.spc}",
                          normalization=real.normalization, recipe=recipe(config), producer="producers.ruo",
@@ -264,25 +276,112 @@ def _bpc(result: RuoResult, real: RealData) -> float:
 
 
 SEARCHES = ("lambda", "beta")
+FALLBACK_RUNGS = 64
+"""The fallback zeroes k/64 of the non-zero latents (k < 64); rung 64 is the floor."""
+
+
+class BudgetError(ValueError):
+    """A target below what the configuration costs with nothing in it (:func:`floor_result`)."""
+
+    def __init__(self, message: str, fixed_bpc: float) -> None:
+        super().__init__(message)
+        self.fixed_bpc = fixed_bpc
+
+
+def floor_result(real: RealData, config: RuoConfig, target_bpc: float | None = None) -> RuoResult:
+    """The smallest file ``config`` can write: header, labels and container as every run writes
+    them, networks at their cheapest (zero but the ARM's σ bias, step 2^0) and all-zero latents.
+    Its bpc is the fixed cost no training can go below; every sample decodes to the mean."""
+    slices = config.slices(real.num_classes)
+    samples = floor_samples(config.architecture_for(real.sample_shape), [len(labels) for labels in slices])
+    labels = np.array([c for labels in slices for c in labels], dtype=np.int64)
+    return RuoResult(samples, labels, synthesize_tensor(samples, real.images.device), estimated_bits(samples),
+                     config, lambda_scale=0.0, target_bpc=target_bpc, fallback="floor")
+
+
+def _fallback(real: RealData, model: RuoModel, source: RuoResult, floor: RuoResult, floor_bpc: float,
+              target_bpc: float, progress: bool) -> RuoResult:
+    """The fewest of ``source``'s non-zero latents zeroed (:func:`.quantize.zeroed_latents`, one
+    nested order) that bring its file under ``target_bpc``, found by bisection over the rungs
+    k/64, k = 0…63 (k = 0 only re-chooses the ARMs, which changes no sample); rung 64 is
+    ``floor``, known to fit. Ends after at most 7 rungs, on a file at or under the target."""
+    nonzero = int(sum(np.count_nonzero(piece.latents) for piece in source.samples.slices))
+    measured: dict[int, tuple[float, RuoResult]] = {}
+    zeroed, bpcs = [], []
+
+    def fits(rung: int) -> bool:
+        count = nonzero * rung // FALLBACK_RUNGS
+        if count in measured:
+            bpc, _ = measured[count]
+        else:
+            samples = requantize(model, source.samples, zeroed_latents(source.samples, count))
+            result = RuoResult(samples, source.labels, synthesize_tensor(samples, source.images.device),
+                               estimated_bits(samples), source.config, source.lambda_scale, target_bpc,
+                               dict(source.history), fallback=f"zeroed {count}/{nonzero}")
+            bpc = _bpc(result, real)
+            measured[count] = bpc, result
+            zeroed.append(count)
+            bpcs.append(bpc)
+            if progress:
+                tqdm.write(f"fallback: {count} of {nonzero} non-zero latents zeroed, ARMs re-chosen: "
+                           f"{bpc:.0f} bpc (target {target_bpc:.0f})")
+        return bpc <= target_bpc
+
+    low, high = 0, FALLBACK_RUNGS
+    if fits(0):
+        high = 0
+    while high - low > 1:
+        mid = (low + high) // 2
+        if fits(mid):
+            high = mid
+        else:
+            low = mid
+    if high == FALLBACK_RUNGS:
+        best = dataclasses.replace(floor, history=dict(source.history))
+        zeroed.append(nonzero)
+        bpcs.append(floor_bpc)
+        if progress:
+            tqdm.write(f"fallback: only the floor fits ({floor_bpc:.0f} bpc): every sample decodes to the mean")
+    else:
+        best = measured[nonzero * high // FALLBACK_RUNGS][1]
+    best.history = best.history | {"fallback_zeroed": zeroed, "fallback_bpc": bpcs}
+    return best
 
 
 def distill_to_budget(real: RealData, config: RuoConfig, target_bpc: float, *, search_steps: int = 6,
                       search: str = "lambda", progress: bool = True) -> RuoResult:
-    """The run whose file comes closest under ``target_bpc``, scaling one knob by factors found
-    by bisection in log space (geometric steps of ×4 first bracket the target, then halving the
-    log-interval refines it); both knobs raise the rate as they grow.
+    """The best file at or under ``target_bpc``; :class:`BudgetError`, before any training, if
+    the configuration's fixed cost (:func:`floor_result`) alone exceeds it.
 
+    First one knob is scaled by factors found by bisection in log space (geometric steps of ×4
+    first bracket the target, then halving the log-interval refines it); both knobs raise the
+    rate as they grow, and the largest trial file under the target is kept.
     ``search="lambda"``: Phase 1 once, then Phases 2–3 per trial with both λs scaled (a larger λ
     buys utility with rate). ``search="beta"``: all three phases per trial with β scaled: β sets
-    the rate Phase 1 starts from, which a short Phase 2 moves little."""
+    the rate Phase 1 starts from, which a short Phase 2 moves little.
+
+    If no trial lands, the cheapest one falls back (:func:`_fallback`): its ARMs are chosen again
+    (refitted to the finished latents) and its smallest latents zeroed, the fewest that fit; the
+    last rung is the floor file, which fits, so the search always lands."""
     if target_bpc <= 0 or search_steps < 1:
         raise ValueError("target_bpc and search_steps must be positive")
     if search not in SEARCHES:
         raise ValueError(f"search {search!r} is not one of {', '.join(SEARCHES)}")
+    floor = floor_result(real, config, target_bpc)
+    floor_bpc = _bpc(floor, real)
+    slices = len(floor.samples.slices)
+    if floor_bpc > target_bpc:
+        raise BudgetError(
+            f"a budget of {target_bpc:.0f} bits per class is below this configuration's fixed cost of "
+            f"{floor_bpc:.0f} bits per class (header, labels, container, and {slices} ARM {config.arm_width}×"
+            f"{config.arm_depth} + decoder {config.decoder_version} at their smallest, with all-zero latents); "
+            "lower spc, share networks across more samples (a larger slice_size) or raise the budget", floor_bpc)
+    if progress:
+        tqdm.write(f"fixed cost {floor_bpc:.0f} bpc (target {target_bpc:.0f})")
     if search == "lambda":
         start = build_model(config, real)
         history = initialize(start, real, config, progress)
-    tried: list[tuple[float, float, RuoResult]] = []
+    tried: list[tuple[float, float, RuoResult, RuoModel]] = []
 
     def trial(scale: float) -> float:
         if search == "lambda":
@@ -290,10 +389,10 @@ def distill_to_budget(real: RealData, config: RuoConfig, target_bpc: float, *, s
             log = history | optimize(model, build_utility(config, real), config, scale, progress)
             result = finish(model, config, scale, log, progress)
         else:
-            result = distill(real, dataclasses.replace(config, beta=config.beta * scale), progress=progress)
+            model, result = _run(real, dataclasses.replace(config, beta=config.beta * scale), progress)
         result.target_bpc = target_bpc
         bpc = _bpc(result, real)
-        tried.append((scale, bpc, result))
+        tried.append((scale, bpc, result, model))
         if progress:
             knob = "λ" if search == "lambda" else "β"
             tqdm.write(f"{knob} × {scale:.4g}: {bpc:.0f} bpc (target {target_bpc:.0f})")
@@ -313,12 +412,10 @@ def distill_to_budget(real: RealData, config: RuoConfig, target_bpc: float, *, s
         else:
             x = (low + high) / 2
     feasible = [t for t in tried if t[1] <= target_bpc]
-    if not feasible:
-        lowest = min(t[1] for t in tried)
-        raise ValueError(f"no {search} scale down to {min(t[0] for t in tried):.3g} reached {target_bpc:.0f} bpc "
-                         f"(lowest: {lowest:.0f}); the networks' fixed cost may exceed the budget — try "
-                         "fewer slices (a larger slice_size), a smaller decoder version or ARM")
-    best = max(feasible, key=lambda t: t[1])[2]
+    if feasible:
+        best = max(feasible, key=lambda t: t[1])[2]
+    else:
+        _, _, cheapest, model = min(tried, key=lambda t: t[1])
+        best = _fallback(real, model, cheapest, floor, floor_bpc, target_bpc, progress)
     best.history = best.history | {"search_scale": [t[0] for t in tried], "search_bpc": [t[1] for t in tried]}
     return best
-

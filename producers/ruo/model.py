@@ -207,10 +207,10 @@ class RuoModel(nn.Module):
         _, height, width = self.architecture.sample_shape
         return self.decoders[s](split_scales(z, height, width, self.architecture.scales), (height, width))
 
-    def latent_bits(self, s: int, z: torch.Tensor) -> torch.Tensor:
-        """(n,) code length in bits of each sample's latents ``z`` under slice ``s``'s ARM."""
+    def latent_bits(self, s: int, z: torch.Tensor, arm: ArmMLP | None = None) -> torch.Tensor:
+        """(n,) code length in bits of each sample's latents ``z`` under slice ``s``'s ARM (or ``arm``)."""
         context = F.pad(z, (0, 1))[:, self.neighbours]
-        out = self.arms[s](context)
+        out = (self.arms[s] if arm is None else arm)(context)
         mu = out[..., 0].clamp(-LATENT_RANGE, LATENT_RANGE)
         return laplace_bits(z, mu, out[..., 1]).sum(dim=1)
 

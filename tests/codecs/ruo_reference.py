@@ -1,4 +1,4 @@
-"""A ``ruo2`` entropy decoder written from spec § 3.6–3.7 alone, for the tests to hold the
+"""A ``ruo`` entropy decoder written from spec § 3.6–3.7 alone, for the tests to hold the
 library's lockstep decoders to: plain Python integers, one stream and one symbol at a time, its
 own Laplace tables (binary exponentiation in Python ints), its own ARM (int64 numpy) and varint
 parsing. Slow, obviously sequential, and independent of ``ddformat.codecs``."""

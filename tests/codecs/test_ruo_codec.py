@@ -1,4 +1,4 @@
-"""The ``ruo2`` codec: bit-exact latents, an integer entropy model and coder every decoder agrees
+"""The ``ruo`` codec: bit-exact latents, an integer entropy model and coder every decoder agrees
 on (numpy, torch on any device, and an independent reference written from the spec), numpy and
 torch synthesis that agree, decoding without torch, corrupt streams refused, and decoding work
 bounded before it starts."""
@@ -205,7 +205,7 @@ def test_inconsistent_ruo_params_raise_format_errors(tmp_path):
         "weights per stream": lambda h: h["sections"][2]["params"].update(weights_per_stream=0),
     }
     for name, edit in edits.items():
-        (tmp_path / "e.dd").write_bytes(reseal(base, edit, rebits=True))
+        (tmp_path / "e.dd").write_bytes(reseal(base, edit))
         error = _refusal(tmp_path / "e.dd")
         assert isinstance(error, ddformat.errors.DecodeError) and error.field.startswith(("params", "payload")), (name, error)
 
@@ -224,7 +224,7 @@ def test_class_bytes_must_be_the_streams_of_each_class_in_every_section(tmp_path
         "dropped": edit(2, lambda b: None),
     }
     for name, change in edits.items():
-        (tmp_path / "e.dd").write_bytes(reseal(base, change, rebits=True))
+        (tmp_path / "e.dd").write_bytes(reseal(base, change))
         error = _refusal(tmp_path / "e.dd")
         assert isinstance(error, ddformat.errors.DecodeError) and error.field == "class_bytes", (name, error)
     with ddformat.open(tmp_path / "r.dd") as f:
@@ -257,7 +257,7 @@ def test_a_2kb_file_claiming_2048x2048_samples_is_refused_within_a_second(tmp_pa
         h["dataset"]["normalization"] = None
 
     path = tmp_path / "huge.dd"
-    path.write_bytes(reseal(VECTOR.read_bytes(), huge, rebits=True))
+    path.write_bytes(reseal(VECTOR.read_bytes(), huge))
     assert path.stat().st_size < 2200
     done = subprocess.run([sys.executable, "-c", CRAFTED.format(path=str(path), expansion=expansion)],
                           capture_output=True, text=True, cwd=REPO, timeout=120)
@@ -279,7 +279,7 @@ def test_channel_counts_the_decoder_stream_cannot_hold_are_refused_before_decodi
             h["dataset"]["sample_shape"] = [channels, 6, 6]
             h["dataset"]["normalization"] = None
 
-        (tmp_path / "wide.dd").write_bytes(reseal(base, wide, rebits=True))
+        (tmp_path / "wide.dd").write_bytes(reseal(base, wide))
         error = _refusal(tmp_path / "wide.dd", raised)
         assert isinstance(error, ddformat.errors.DecodeError) and error.field == field, error
 
@@ -291,7 +291,7 @@ def test_tall_thin_grids_whose_decoding_would_be_per_step_overhead_are_refused(t
         def thin(h, shape=shape):
             h["dataset"]["sample_shape"] = shape
 
-        (tmp_path / "thin.dd").write_bytes(reseal(VECTOR.read_bytes(), thin, rebits=True))
+        (tmp_path / "thin.dd").write_bytes(reseal(VECTOR.read_bytes(), thin))
         start = time.perf_counter()
         error = _refusal(tmp_path / "thin.dd", raised)
         assert time.perf_counter() - start < 0.5
@@ -439,7 +439,7 @@ def _decode_everywhere(path: Path) -> list[list[np.ndarray]]:
         numpy_read = RUO.read(c.section("samples"), f.layout, c.section)
         torch_read = RUO.read(c.section("samples"), f.layout, c.section, torch, torch.device("cpu"))
         sections = {e.kind: c.section(e.kind) for e in f.header.sections}
-    samples, arm, decoder = sections["samples"], sections["ruo2.arm"], sections["ruo2.decoder"]
+    samples, arm, decoder = sections["samples"], sections["ruo.arm"], sections["ruo.decoder"]
     p = samples.params
     template = RuoSamples(f.layout.sample_shape, p["scales"], p["context"], p["arm_width"], p["arm_depth"],
                           p["decoder_version"], [])
@@ -497,12 +497,12 @@ def _with_payload(data: bytes, kind: str, payload: bytes) -> bytes:
         entry["_body"] = payload
         if entry.get("class_bytes") and len(entry["class_bytes"]) == 1:
             entry["class_bytes"] = [len(payload)]
-    return reseal(data, edit, rebits=True)
+    return reseal(data, edit)
 
 
 def test_every_byte_of_every_stream_flipped_is_refused_even_with_every_checksum_recomputed(tmp_path):
     """The coder's own end condition (final state 2^31, every word read, latents within ±64)
-    catches what the CRCs would: no flipped byte of any ruo2 section decodes to anything."""
+    catches what the CRCs would: no flipped byte of any ruo section decodes to anything."""
     samples = random_samples([2, 1], shape=(1, 5, 5), scales=2, context=4, width=3, depth=1, seed=4)
     path = ddformat.save(tmp_path / "r.dd", samples, np.array([0, 0, 1]),
                          codec_options={"samples": {"samples_per_stream": 1, "weights_per_stream": 40}})
@@ -540,12 +540,12 @@ def test_streams_cut_short_or_read_past_their_end_are_refused(tmp_path):
     for version in ("v4-160", "v4-1200", "v5-240"):
         def swap(h, version=version):
             h["sections"][0]["params"]["decoder_version"] = version
-        (tmp_path / "swap.dd").write_bytes(reseal(data, swap, rebits=True))
+        (tmp_path / "swap.dd").write_bytes(reseal(data, swap))
         assert isinstance(_refusal(tmp_path / "swap.dd"), ddformat.errors.DecodeError)
 
 
-def test_files_of_the_withdrawn_ruo_bitstream_are_refused_as_an_unknown_codec():
-    path = REPO / "spec" / "vectors" / "invalid" / "ruo_withdrawn_v1_bitstream.dd"
-    with pytest.raises(ddformat.errors.UnsupportedError) as info:
+def test_ruo_files_of_the_floating_point_bitstream_are_refused_by_their_format_version():
+    """Format 1.0 coded latents under constriction's float64 Laplace; 2.0 readers refuse 1.x."""
+    path = REPO / "spec" / "vectors" / "invalid" / "ruo_format_1_0.dd"
+    with pytest.raises(ddformat.errors.VersionError):
         ddformat.open(path)
-    assert "'ruo'" in str(info.value) and info.value.section == "samples"

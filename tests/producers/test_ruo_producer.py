@@ -4,6 +4,7 @@ and the networks."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -56,7 +57,7 @@ def test_a_tiny_run_writes_a_file_that_verifies(run, capsys):
         assert f.provenance["producer"] == "producers.ruo"
         assert f.recipe["architecture"] == "ConvNet-D3"
         assert f.dataset["normalization"]["applied"] is True
-        assert {s.kind for s in f.container.header.sections} >= {"samples", "ruo2.arm", "ruo2.decoder"}
+        assert {s.kind for s in f.container.header.sections} >= {"samples", "ruo.arm", "ruo.decoder"}
 
 
 def test_the_file_decodes_to_the_samples_the_producer_reports(run):
@@ -202,7 +203,8 @@ def test_budget_search_brackets_the_target_then_bisects_and_lands_under_it(real,
     target = (low + high) / 2
     result = distill_to_budget(real, config, target, search_steps=3, search="beta", progress=False)
     trials = list(zip(result.history["search_scale"], result.history["search_bpc"]))
-    assert [s for s, _ in trials] == [1.0, 4.0, 2.0] and trials[:2] == [(1.0, low), (4.0, high)]
+    assert [s for s, _ in trials] == [1.0, 4.0, 2.0]
+    assert trials[0][1] < target < trials[1][1]  # the header records the target: bpc moves a few bits
     chosen, chosen_bpc = max((t for t in trials if t[1] <= target), key=lambda t: t[1])
     assert result.config.beta == chosen * config.beta and result.target_bpc == target
     with ddformat.open(save_result(tmp_path / "budget.dd", result, real)) as f:
@@ -211,19 +213,14 @@ def test_budget_search_brackets_the_target_then_bisects_and_lands_under_it(real,
         assert f.provenance["parameters"]["beta"] == result.config.beta
 
 
-def test_lambda_search_shares_phase_one_and_scales_only_lambda(real, run):
-    config, _, path = run
-    with ddformat.open(path) as f:
+def test_lambda_search_shares_phase_one_and_scales_only_lambda(real, run, tmp_path):
+    config, plain, _ = run
+    with ddformat.open(save_result(tmp_path / "plain.dd", dataclasses.replace(plain, target_bpc=1e9), real)) as f:
         run_bpc = f.bpc
     result = distill_to_budget(real, config, 1e9, search_steps=2, progress=False)
     assert result.history["search_scale"] == [1.0, 4.0]
     assert result.history["search_bpc"][0] == run_bpc  # λ × 1 after the shared Phase 1 is the plain run
     assert result.config == config and result.lambda_scale in (1.0, 4.0)
-
-
-def test_budget_search_refuses_a_target_below_the_networks_cost(real):
-    with pytest.raises(ValueError, match="networks' fixed cost"):
-        distill_to_budget(real, RuoConfig(**TINY), 100.0, search_steps=1, progress=False)
 
 
 def test_command_line_writes_a_file(tmp_path, capsys):

@@ -1,12 +1,12 @@
-"""``ruo2``: samples as entropy-coded integer latents plus tiny per-slice networks (paper 000).
+"""``ruo``: samples as entropy-coded integer latents plus tiny per-slice networks (paper 000).
 
 A *slice* is a group of samples sharing one entropy network (ARM) and one decoder (upsampler +
 synthesis); by default one slice per class. The file holds three sections (spec § 3.6):
 
-* ``samples`` (codec ``ruo2``, component ``samples``): the latents, cut into independent rANS
+* ``samples`` (codec ``ruo``, component ``samples``): the latents, cut into independent rANS
   streams of ``samples_per_stream`` samples, coded in wavefront order (:mod:`.grid`) under
   integer Laplace tables (:mod:`.laplace`) whose rows the integer ARM (:mod:`.arm`) picks;
-* ``ruo2.arm`` (component ``entropy_networks``) and ``ruo2.decoder`` (component ``decoders``):
+* ``ruo.arm`` (component ``entropy_networks``) and ``ruo.decoder`` (component ``decoders``):
   per slice, the network's integer weights (step 2^-k), in streams of ``weights_per_stream``,
   under a zero-mean integer Laplace table whose σ index and range are params.
 
@@ -19,8 +19,8 @@ bit for bit the same integers. Every number that sizes this work is checked firs
 :data:`WEIGHTS_PER_WORD` network weights per 32-bit word of a stream,
 :data:`MIN_LATENTS_PER_STEP`, and the reader's decoded-size limit).
 
-Files of the earlier ``ruo`` codec (its coder defined by constriction's floating-point Laplace)
-are refused as an unknown codec (spec § 3.6).
+Format 1.x files coded latents under constriction's floating-point Laplace instead; readers of
+format 2 refuse them by their version (spec § 3.6).
 
 Public API (``__all__``), for producers: the codec and its data classes, the geometry of the
 latents (:func:`scale_shapes`, :func:`schedule`, :func:`split_scales`), the fixed-point tables
@@ -121,7 +121,7 @@ _NUMPY_PIXELS = 2**15
 """Pixels per chunk of numpy synthesis, one chunk per core at a time (a few MB each)."""
 _PARALLEL_LATENTS = 2**18
 """Latents per core below which numpy decodes a group of slices on one thread."""
-AUX_KINDS = ("ruo2.arm", "ruo2.decoder")
+AUX_KINDS = ("ruo.arm", "ruo.decoder")
 
 
 @dataclass
@@ -359,7 +359,7 @@ class _Streams:
 
 
 class RuoCodec:
-    name = "ruo2"
+    name = "ruo"
     aux_kinds = AUX_KINDS
 
     def accepts(self, samples: Any, groups: list[int] | None) -> bool:
@@ -431,10 +431,10 @@ class RuoCodec:
         bounds decoding work that depends on the header alone (ranges, decoding memory) — before
         anything proportional to the number of latents is built."""
         if len(layout.sample_shape) != 3:
-            raise DecodeError("ruo2 samples must be (C, H, W) images", section=section.kind, field="sample_shape")
+            raise DecodeError("ruo samples must be (C, H, W) images", section=section.kind, field="sample_shape")
         c, h, w = layout.sample_shape
         if not 1 <= c <= MAX_CHANNELS:
-            raise DecodeError(f"ruo2 samples have 1 to {MAX_CHANNELS} channels, not {c}", section=section.kind,
+            raise DecodeError(f"ruo samples have 1 to {MAX_CHANNELS} channels, not {c}", section=section.kind,
                               field="dataset.sample_shape")
         scales, context, width, depth = (int_param(section, name, lo, hi) for name, (lo, hi) in CONFIG_LIMITS.items())
         version = param(section, "decoder_version", str)
@@ -454,7 +454,7 @@ class RuoCodec:
         # scratch row per slice), int64 result, the wavefront schedule, the samples
         work = (layout.num_samples + len(sizes)) * 16 * (m + 1) + layout.num_samples * (8 * m + 4 * c * h * w) \
             + 8 * m * (context + 1)
-        check_decoded_size(section, work, layout.max_decoded_bytes, "ruo2 latents, schedule and samples")
+        check_decoded_size(section, work, layout.max_decoded_bytes, "ruo latents, schedule and samples")
         return RuoSamples((c, h, w), scales, context, width, depth, version, []), sizes, group
 
     def _network_params(self, section: Section, count: int, total: int) -> tuple[list[int], list[int], list[int], int]:
@@ -474,7 +474,7 @@ class RuoCodec:
         """``class_bytes``, when the encoder wrote them, are per-class sums of whole slices: the
         slices form one run per class, in class order, and each section charges a class the bytes
         of its run's streams (spec § 3.6). A slice belongs to the first class whose cumulative
-        bytes reach the slice's end in the first section that states them (``ruo2.arm``, whose
+        bytes reach the slice's end in the first section that states them (``ruo.arm``, whose
         slices are never empty, when it does); every section, that one included, must then state
         exactly its sums."""
         stated = [st for st in streams if st.section.class_bytes is not None]

@@ -1,4 +1,4 @@
-"""Entropy coding of ``ruo2`` latents and network weights: many rANS streams, decoded in lockstep.
+"""Entropy coding of ``ruo`` latents and network weights: many rANS streams, decoded in lockstep.
 
 A slice's latents are cut into streams of ``samples_per_stream`` consecutive samples, a
 network's weights into streams of ``weights_per_stream``; all streams of a section are

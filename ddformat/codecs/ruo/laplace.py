@@ -1,4 +1,4 @@
-"""The integer Laplace tables ``ruo2`` codes latents and network weights with (spec § 3.6).
+"""The integer Laplace tables ``ruo`` codes latents and network weights with (spec § 3.6).
 
 Every frequency is computed with integers only, so every reader derives the same tables. A
 discretised Laplace of scale σ puts on an integer symbol x the mass between the boundaries
