@@ -120,23 +120,39 @@ def _ruo_rgb_samples() -> RuoSamples:
     return RuoSamples((3, 5, 7), 2, 6, 4, 2, "v5-240", slices)
 
 
+def _varints(body: bytes, count: int, pos: int = 0) -> tuple[list[int], int]:
+    values = []
+    for _ in range(count):
+        value, shift = 0, 0
+        while True:
+            byte, pos, shift = body[pos], pos + 1, shift + 7
+            value |= (byte & 0x7F) << (shift - 7)
+            if byte < 0x80:
+                break
+        values.append(value)
+    return values, pos
+
+
 def _ruo_stream(data: bytes, kind: str, change: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
                 ) -> bytes:
     """The file with one ``ruo`` section's streams changed — ``change(word counts, words)``
     returns new ones — and every check but the streams' own kept consistent."""
     def edit(h: dict[str, Any]) -> None:
         entry = next(s for s in h["sections"] if s["kind"] == kind)
-        body, params, template = entry["_body"], entry["params"], _ruo_samples()
+        body, template = entry["_body"], _ruo_samples()
+        slices = h["sections"][0]["params"]["slices"]
         if kind == "samples":
-            counts = sum(-(-n // params["samples_per_stream"]) for n in params["slices"])
+            fields, counts = 0, sum(-(-n // entry["params"]["samples_per_stream"]) for n in slices)
         else:
             shapes = template.decoder_shapes().values() if kind.endswith("decoder") else \
                 [shape for pair in template.arm_shapes() for shape in (pair, pair[:1])]
-            counts = len(params["steps"]) * -(-sum(math.prod(shape) for shape in shapes) // params["weights_per_stream"])
-        lengths = np.frombuffer(body[:counts], np.uint8).astype(np.int64)  # one-byte varints here
-        stop = np.cumsum(lengths)
-        lengths, words = change(lengths, np.frombuffer(body[counts:4 * int(stop[-1]) + counts], "<u4").astype(np.int64))
-        entry["_body"] = bytes(lengths.astype(np.uint8)) + words.astype("<u4").tobytes()
+            total = sum(math.prod(shape) for shape in shapes)
+            fields, counts = 3 * len(slices), len(slices) * -(-total // entry["params"]["weights_per_stream"])
+        _, start = _varints(body, fields)
+        lengths, words_at = _varints(body, counts, start)
+        lengths = np.array(lengths, np.int64)
+        lengths, words = change(lengths, np.frombuffer(body[words_at:], "<u4").astype(np.int64))
+        entry["_body"] = body[:start] + bytes(lengths.astype(np.uint8)) + words.astype("<u4").tobytes()
         entry["class_bytes"][0] += len(entry["_body"]) - len(body)  # stream 0 is class 0's
     return reseal(data, edit)
 

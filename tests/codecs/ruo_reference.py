@@ -79,8 +79,8 @@ class Stream:
         assert self.state == L_STATE and self.next == len(self.words), "stream did not end in its initial state"
 
 
-def streams(payload: bytes, count: int) -> list[Stream]:
-    lengths, pos = [], 0
+def varints(payload: bytes, count: int, pos: int = 0) -> tuple[list[int], int]:
+    out = []
     for _ in range(count):
         value, shift = 0, 0
         while True:
@@ -90,7 +90,12 @@ def streams(payload: bytes, count: int) -> list[Stream]:
             shift += 7
             if byte < 0x80:
                 break
-        lengths.append(value)
+        out.append(value)
+    return out, pos
+
+
+def streams(payload: bytes, count: int, pos: int = 0) -> list[Stream]:
+    lengths, pos = varints(payload, count, pos)
     out = []
     for n in lengths:
         out.append(Stream(list(struct.unpack_from(f"<{n}I", payload, pos))))
@@ -99,12 +104,14 @@ def streams(payload: bytes, count: int) -> list[Stream]:
     return out
 
 
-def weights(payload: bytes, total: int, per_stream: int, sigmas: list[int], ranges: list[int]) -> list[list[int]]:
-    """Each network's integer weights."""
+def weights(payload: bytes, total: int, per_stream: int, slices: int) -> tuple[list[list[int]], list[int]]:
+    """Each network's integer weights, and each network's step exponent."""
+    fields, pos = varints(payload, 3 * slices)
     per_net = math.ceil(total / per_stream)
-    coded = streams(payload, per_net * len(sigmas))
+    coded = streams(payload, per_net * slices, pos)
     out = []
-    for net, (s, r) in enumerate(zip(sigmas, ranges)):
+    for net in range(slices):
+        s, r = fields[3 * net + 1] - 4, fields[3 * net + 2]
         cdf = table(s, 0, tuple(range(-r, r + 1)))
         values = []
         for k in range(per_net):
@@ -112,7 +119,7 @@ def weights(payload: bytes, total: int, per_stream: int, sigmas: list[int], rang
             values += [stream.pop(cdf) - r for _ in range(min(per_stream, total - k * per_stream))]
             stream.done()
         out.append(values)
-    return out
+    return out, fields[0::3]
 
 
 def arm(context: list[int], layers: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[int, int]:

@@ -51,7 +51,7 @@ from ddformat.codecs.ruo.laplace import LATENT_TABLE_SHA256, latent_cdf, table_d
 from ddformat.limits import Limits
 from ddformat.torch import samples_tensor
 from tests.codecs import ruo_reference
-from tests.support import reseal, split_header
+from tests.support import reseal
 
 REPO = Path(__file__).resolve().parents[2]
 VECTOR = REPO / "spec" / "vectors" / "valid" / "ruo_two_slices.dd"
@@ -198,11 +198,8 @@ def test_inconsistent_ruo_params_raise_format_errors(tmp_path):
         "width": lambda h: h["sections"][0]["params"].update(arm_width=129),
         "group": lambda h: h["sections"][0]["params"].update(samples_per_stream=0),
         "group type": lambda h: h["sections"][0]["params"].update(samples_per_stream=1.0),
-        "step": lambda h: h["sections"][1]["params"]["steps"].__setitem__(0, 99),
-        "sigma": lambda h: h["sections"][2]["params"]["sigmas"].__setitem__(1, 61),
-        "range": lambda h: h["sections"][2]["params"]["ranges"].__setitem__(0, 0),
-        "networks": lambda h: h["sections"][1]["params"]["steps"].pop(),
         "weights per stream": lambda h: h["sections"][2]["params"].update(weights_per_stream=0),
+        "weights per stream type": lambda h: h["sections"][1]["params"].update(weights_per_stream="all"),
     }
     for name, edit in edits.items():
         (tmp_path / "e.dd").write_bytes(reseal(base, edit))
@@ -444,18 +441,19 @@ def _decode_everywhere(path: Path) -> list[list[np.ndarray]]:
     template = RuoSamples(f.layout.sample_shape, p["scales"], p["context"], p["arm_width"], p["arm_depth"],
                           p["decoder_version"], [])
     arm_shapes = [shape for pair in template.arm_shapes() for shape in (pair, (pair[0],))]
-    arm_weights = ruo_reference.weights(bytes(arm.data), sum(int(np.prod(s)) for s in arm_shapes),
-                                        arm.params["weights_per_stream"], arm.params["sigmas"], arm.params["ranges"])
+    slices = len(p["slices"])
+    arm_weights, arm_steps = ruo_reference.weights(bytes(arm.data), sum(int(np.prod(s)) for s in arm_shapes),
+                                                   arm.params["weights_per_stream"], slices)
     decoder_total = sum(int(np.prod(s)) for s in template.decoder_shapes().values())
-    decoder_weights = ruo_reference.weights(bytes(decoder.data), decoder_total, decoder.params["weights_per_stream"],
-                                            decoder.params["sigmas"], decoder.params["ranges"])
+    decoder_weights, _ = ruo_reference.weights(bytes(decoder.data), decoder_total, decoder.params["weights_per_stream"],
+                                               slices)
     arms = []
     for flat in arm_weights:
         ends = np.cumsum([0] + [int(np.prod(s)) for s in arm_shapes])
         parts = [np.array(flat[a:b]).reshape(s) for a, b, s in zip(ends[:-1], ends[1:], arm_shapes)]
         arms.append(list(zip(parts[0::2], parts[1::2])))
     reference = ruo_reference.latents(bytes(samples.data), p["slices"], p["samples_per_stream"],
-                                      f.layout.sample_shape[1:], p["scales"], p["context"], arms, arm.params["steps"])
+                                      f.layout.sample_shape[1:], p["scales"], p["context"], arms, arm_steps)
     for s, flat_arm, flat_decoder in zip(numpy_read.slices, arm_weights, decoder_weights):
         assert np.concatenate([a.reshape(-1) for pair in s.arm for a in pair]).tolist() == flat_arm
         assert np.concatenate([v.reshape(-1) for v in s.decoder.values()]).tolist() == flat_decoder
@@ -489,6 +487,12 @@ def test_every_vector_decodes_to_the_same_latents_in_numpy_torch_and_the_referen
         assert np.array_equal(a, b) and np.array_equal(a, c)
 
 
+def _payloads(path: Path) -> dict[str, bytes]:
+    """The payload of each ruo section of a file."""
+    with ddformat.open(path) as f:
+        return {kind: bytes(f.container.section(kind).data) for kind in ("samples", "ruo.arm", "ruo.decoder")}
+
+
 def _with_payload(data: bytes, kind: str, payload: bytes) -> bytes:
     """The file with one section's payload replaced, every check but the codec's own consistent
     (a one-class file's class_bytes follow the length)."""
@@ -502,18 +506,19 @@ def _with_payload(data: bytes, kind: str, payload: bytes) -> bytes:
 
 def test_every_byte_of_every_stream_flipped_is_refused_even_with_every_checksum_recomputed(tmp_path):
     """The coder's own end condition (final state 2^31, every word read, latents within ±64)
-    catches what the CRCs would: no flipped byte of any ruo section decodes to anything."""
+    catches what the CRCs would: no flipped byte of any stream (word counts and words) decodes to
+    anything. (A network's step exponent, before its streams, scales values the coder never
+    sees: like any parameter, only the CRC guards it.)"""
     samples = random_samples([2, 1], shape=(1, 5, 5), scales=2, context=4, width=3, depth=1, seed=4)
     path = ddformat.save(tmp_path / "r.dd", samples, np.array([0, 0, 1]),
                          codec_options={"samples": {"samples_per_stream": 1, "weights_per_stream": 40}})
     data = path.read_bytes()
-    header, _ = split_header(data)
-    for entry in header["sections"][:3]:
-        body = data[entry["offset"]:entry["offset"] + entry["length"]]
-        for i in range(len(body)):
+    for kind, body in _payloads(path).items():
+        _, streams_start = ruo_reference.varints(body, 0 if kind == "samples" else 3 * 2)  # after the fields
+        for i in range(streams_start, len(body)):
             for bit in (0x01, 0x80):
                 changed = body[:i] + bytes([body[i] ^ bit]) + body[i + 1:]
-                (tmp_path / "bad.dd").write_bytes(_with_payload(data, entry["kind"], changed))
+                (tmp_path / "bad.dd").write_bytes(_with_payload(data, kind, changed))
                 with pytest.raises(ddformat.errors.DecodeError):
                     with ddformat.open(tmp_path / "bad.dd") as f:
                         f.samples()
@@ -526,9 +531,7 @@ def test_streams_cut_short_or_read_past_their_end_are_refused(tmp_path):
     path = ddformat.save(tmp_path / "r.dd", samples, np.zeros(6, np.int64),
                          codec_options={"samples": {"samples_per_stream": 6}})
     data = path.read_bytes()
-    header, _ = split_header(data)
-    entry = header["sections"][0]
-    body = data[entry["offset"]:entry["offset"] + entry["length"]]
+    body = _payloads(path)["samples"]
     words = body[1:] if body[0] < 0x80 else body[2:]
     count = len(words) // 4
     assert count > 20
@@ -549,3 +552,20 @@ def test_ruo_files_of_the_floating_point_bitstream_are_refused_by_their_format_v
     path = REPO / "spec" / "vectors" / "invalid" / "ruo_format_1_0.dd"
     with pytest.raises(ddformat.errors.VersionError):
         ddformat.open(path)
+
+
+def test_network_fields_out_of_range_are_refused_naming_the_slice(tmp_path):
+    """Each network's step exponent, σ index and range lead its section's payload (spec § 3.6)."""
+    samples = random_samples([2, 1], shape=(1, 6, 6), scales=2, context=4, width=3, depth=1, seed=6)
+    for s in samples.slices:
+        s.arm = [(w // 8, b // 8) for w, b in s.arm]  # ARM ranges below 128: one-byte fields
+    path = ddformat.save(tmp_path / "r.dd", samples, np.array([0, 0, 1]))
+    data, payloads = path.read_bytes(), _payloads(path)
+    for kind, field, value, message in (("ruo.arm", 0, 31, "slice 0: step"), ("ruo.decoder", 4, 65, "slice 1: σ"),
+                                        ("ruo.arm", 2, 0, "slice 0: range")):
+        body = payloads[kind]
+        _, at = ruo_reference.varints(body, field)
+        assert body[at] < 0x80  # a one-byte field: the edit keeps every length
+        (tmp_path / "e.dd").write_bytes(_with_payload(data, kind, body[:at] + bytes([value]) + body[at + 1:]))
+        error = _refusal(tmp_path / "e.dd")
+        assert isinstance(error, ddformat.errors.DecodeError) and error.reason.startswith(message), error

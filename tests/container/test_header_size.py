@@ -46,12 +46,7 @@ def _ruo_file(path: Path, per_slice: list[int]) -> tuple[Path, dict, dict]:
     return path, parameters, recipe(config)
 
 
-@pytest.mark.parametrize("per_slice", [
-    [90],
-    pytest.param([9] * 10, marks=pytest.mark.xfail(strict=True, reason=(
-        "ten slices: the ruo params hold per-stream lengths and float scales (~300 bytes compressed), "
-        "which the ruo codec's next bitstream (spec § 3.6) moves or compacts"))),
-], ids=["one_slice_of_90", "ten_slices_of_9"])
+@pytest.mark.parametrize("per_slice", [[90], [9] * 10], ids=["one_slice_of_90", "ten_slices_of_9"])
 def test_a_10_class_ruo_file_with_recipe_and_provenance_spends_at_most_300_bytes_on_its_header(tmp_path, per_slice):
     path, parameters, wanted = _ruo_file(tmp_path / "ruo.dd", per_slice)
     with ddformat.open(path) as f:

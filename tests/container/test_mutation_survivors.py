@@ -219,7 +219,7 @@ def test_the_decoded_size_limit_counts_sample_bytes_and_admits_exactly_the_limit
                                                        "samples")
 
 
-@pytest.mark.parametrize("vector,payload", [("unknown_optional_section", 96), ("ruo_two_slices", 106 + 58 + 522)],
+@pytest.mark.parametrize("vector,payload", [("unknown_optional_section", 96), ("ruo_two_slices", 106 + 66 + 528)],
                          ids=["samples_only", "with_aux_sections"])
 def test_the_expansion_limit_weighs_the_samples_and_their_codecs_sections_only(
         tmp_path: Path, vector: str, payload: int) -> None:

@@ -8,10 +8,11 @@ synthesis); by default one slice per class. The file holds three sections (spec 
   integer Laplace tables (:mod:`.laplace`) whose rows the integer ARM (:mod:`.arm`) picks;
 * ``ruo.arm`` (component ``entropy_networks``) and ``ruo.decoder`` (component ``decoders``):
   per slice, the network's integer weights (step 2^-k), in streams of ``weights_per_stream``,
-  under a zero-mean integer Laplace table whose σ index and range are params.
+  under a zero-mean integer Laplace table of a σ index and a range.
 
-Each section's payload is a varint table of its streams' word counts, then the streams' words
-(:mod:`ddformat.codecs.rans`). Decoding (:mod:`.coding`) advances all streams together, one
+Each section's payload is varints — for a network section first each slice's step exponent, σ
+index and range (they are the slice's bytes, not the header's), then the streams' word counts —
+then the streams' words (:mod:`ddformat.codecs.rans`). Decoding (:mod:`.coding`) advances all streams together, one
 batched ARM call per wavefront step and one batched rANS pop per symbol of a stream: with numpy
 (reading a file needs no torch) or with torch on any device (:meth:`RuoCodec.decode_tensor`),
 bit for bit the same integers. Every number that sizes this work is checked first
@@ -119,6 +120,8 @@ _SYNTHESIS_PIXELS = 2**18
 """Pixels torch synthesises per chunk: bounds the D₁-wide activations on a device."""
 _NUMPY_PIXELS = 2**15
 """Pixels per chunk of numpy synthesis, one chunk per core at a time (a few MB each)."""
+NETWORK_FIELDS = 3
+"""Varints per slice at the start of a network section: step exponent, σ index + 4, range."""
 _PARALLEL_LATENTS = 2**18
 """Latents per core below which numpy decodes a group of slices on one thread."""
 AUX_KINDS = ("ruo.arm", "ruo.decoder")
@@ -304,30 +307,37 @@ def _stream_size(given: int | None, bits: float, count: int, largest: int, name:
     return min(max(1, math.ceil(STREAM_BITS * count / max(bits, 1.0))), max(largest, 1))
 
 
-def _payload(streams: Sequence[bytes], per_item: Sequence[int]) -> tuple[bytes, list[int]]:
-    """The section payload — word counts, then words — and the bytes of each slice, which owns
-    ``per_item[i]`` consecutive streams."""
+def _payload(streams: Sequence[bytes], per_slice: Sequence[int], fields: Sequence[Sequence[int]] = ()
+             ) -> tuple[bytes, list[int]]:
+    """A section payload — each slice's ``fields`` (if any), then the word counts of all streams,
+    as varints, then the words — and the bytes of each slice, which owns ``per_slice[i]``
+    consecutive streams and its fields."""
     words = np.array([len(b) // 4 for b in streams], dtype=np.int64)
-    table = varint_lengths(words) + 4 * words
-    ends = np.cumsum([0, *per_item])
-    return varint_encode(words) + b"".join(streams), [int(table[a:b].sum()) for a, b in zip(ends[:-1], ends[1:])]
+    head = np.asarray(fields, dtype=np.int64).reshape(len(per_slice), -1)
+    sizes = varint_lengths(words) + 4 * words
+    ends = np.cumsum([0, *per_slice])
+    owned = varint_lengths(head).sum(axis=1) if head.size else np.zeros(len(per_slice), np.int64)
+    return (varint_encode(head) + varint_encode(words) + b"".join(streams),
+            [int(owned[i] + sizes[a:b].sum()) for i, (a, b) in enumerate(zip(ends[:-1], ends[1:]))])
 
 
 class _Streams:
-    """A section's streams as a decoder needs them: word counts, word offsets into ``words`` (the
-    section's words as int64) and the bytes of each slice."""
+    """A section's payload as a decoder needs it: per slice its ``fields`` integers (``head``,
+    (slices, fields)), the streams' word counts, word offsets into :meth:`words` and the bytes of
+    each slice."""
 
-    def __init__(self, section: Section, per_slice: Sequence[int]) -> None:
+    def __init__(self, section: Section, per_slice: Sequence[int], fields: int = 0) -> None:
         data = section_bytes(section)
-        count = sum(per_slice)
-        head = np.frombuffer(data[:5 * count], dtype=np.uint8)
-        ends = np.flatnonzero(head < 0x80)
+        count = fields * len(per_slice) + sum(per_slice)
+        ends = np.flatnonzero(np.frombuffer(data[:5 * count], dtype=np.uint8) < 0x80)
         if len(ends) < count:
-            raise DecodeError(f"the payload is too short for the word counts of its {count} streams",
+            raise DecodeError(f"the payload is too short for the {count} varints of its tables",
                               section=section.kind, field="payload")
         table = int(ends[count - 1]) + 1 if count else 0
-        self.lengths = varint_decode(section, data[:table], count, "payload")
-        if count and self.lengths.min() < 2:
+        values = varint_decode(section, data[:table], count, "payload")
+        split = fields * len(per_slice)
+        self.head, self.lengths = values[:split].reshape(len(per_slice), fields), values[split:]
+        if self.lengths.size and self.lengths.min() < 2:
             raise DecodeError(f"stream {int(np.argmin(self.lengths))} has fewer than 2 words (its final state)",
                               section=section.kind, field="payload")
         if table + 4 * int(self.lengths.sum()) != len(data):
@@ -337,7 +347,8 @@ class _Streams:
         self.starts, self.ends = rans.stream_bounds(self.lengths)
         bounds = np.cumsum([0, *per_slice])
         sizes = varint_lengths(self.lengths) + 4 * self.lengths
-        self.slice_bytes = [int(sizes[a:b].sum()) for a, b in zip(bounds[:-1], bounds[1:])]
+        owned = varint_lengths(self.head).sum(axis=1) if self.head.size else np.zeros(len(per_slice), np.int64)
+        self.slice_bytes = [int(owned[i] + sizes[a:b].sum()) for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
 
     def words(self) -> np.ndarray:
         return np.frombuffer(self.data, dtype="<u4", offset=self.table).astype(np.int64)
@@ -418,10 +429,10 @@ class RuoCodec:
             per = _stream_size(weights_per_stream, cost, sum(len(v) for v, *_ in nets), len(nets[0][0]) if nets else 1,
                                "weights_per_stream")
             parts = [encode_weights(v, sigma_index, limit, per) for v, _, limit, sigma_index in nets]
-            payload, slice_bytes = _payload([b for part in parts for b in part], [len(p) for p in parts])
-            params = {"steps": [n[1] for n in nets], "ranges": [n[2] for n in nets], "sigmas": [n[3] for n in nets],
-                      "weights_per_stream": per}
-            out.append(EncodedSection(f"{self.name}.{which}", self.name, component, payload, params,
+            fields = [(step, sigma_index - NETWORK_SIGMA_LIMITS[0], limit) for _, step, limit, sigma_index in nets]
+            payload, slice_bytes = _payload([b for part in parts for b in part], [len(p) for p in parts], fields)
+            out.append(EncodedSection(f"{self.name}.{which}", self.name, component, payload,
+                                      {"weights_per_stream": per},
                                       class_bytes=_class_bytes(slice_bytes, classes, layout.num_classes)))
         return out
 
@@ -457,18 +468,20 @@ class RuoCodec:
         check_decoded_size(section, work, layout.max_decoded_bytes, "ruo latents, schedule and samples")
         return RuoSamples((c, h, w), scales, context, width, depth, version, []), sizes, group
 
-    def _network_params(self, section: Section, count: int, total: int) -> tuple[list[int], list[int], list[int], int]:
-        """Per network step, σ index and range, and the weights per stream, checked."""
-        lo, hi = NETWORK_SIGMA_LIMITS
-        steps = int_list_param(section, "steps", (count,))
-        sigmas = int_list_param(section, "sigmas", (count,))
-        ranges = int_list_param(section, "ranges", (count,))
-        for name, values, (a, b) in (("steps", steps, (0, MAX_STEP)), ("sigmas", sigmas, (lo, hi)),
-                                     ("ranges", ranges, (1, WEIGHT_LIMIT))):
-            bad = [i for i, v in enumerate(values) if not a <= v <= b]
-            if bad:
-                raise DecodeError(f"must be within [{a}, {b}]", section=section.kind, field=f"params.{name}[{bad[0]}]")
-        return steps, sigmas, ranges, int_param(section, "weights_per_stream", 1, max(total, 1))
+    def _networks(self, section: Section, slices: int, total: int) -> tuple[_Streams, tuple[list[int], ...]]:
+        """A network section's streams and, per slice, its step exponent, σ index and range
+        (payload fields, checked), and the weights per stream."""
+        per = int_param(section, "weights_per_stream", 1, max(total, 1))
+        streams = _Streams(section, stream_counts([total] * slices, per), NETWORK_FIELDS)
+        offset = -NETWORK_SIGMA_LIMITS[0]
+        limits = ((0, MAX_STEP), (0, NETWORK_SIGMA_LIMITS[1] + offset), (1, WEIGHT_LIMIT))
+        for j, (name, (lo, hi)) in enumerate(zip(("step", "σ index + 4", "range"), limits)):
+            bad = np.flatnonzero((streams.head[:, j] < lo) | (streams.head[:, j] > hi))
+            if bad.size:
+                raise DecodeError(f"slice {int(bad[0])}: {name} must be within [{lo}, {hi}]", section=section.kind,
+                                  field="payload")
+        steps, sigmas, ranges = (streams.head[:, j].tolist() for j in range(NETWORK_FIELDS))
+        return streams, (steps, [v - offset for v in sigmas], ranges, per)
 
     def _check_class_bytes(self, streams: Sequence[_Streams], num_classes: int) -> None:
         """``class_bytes``, when the encoder wrote them, are per-class sums of whole slices: the
@@ -510,12 +523,13 @@ class RuoCodec:
         decoder_shapes = config.decoder_shapes()
         sections = {"arm": aux(f"{self.name}.arm"), "decoder": aux(f"{self.name}.decoder")}
         totals = {"arm": sum(math.prod(s) for s in arm_shapes), "decoder": sum(math.prod(s) for s in decoder_shapes.values())}
-        nets = {k: self._network_params(s, len(sizes), totals[k]) for k, s in sections.items()}
+        net_streams, nets = {}, {}
+        for k, s in sections.items():
+            net_streams[k], nets[k] = self._networks(s, len(sizes), totals[k])
         tables = {(s, r) for k in nets for s, r in zip(nets[k][1], nets[k][2])}
         if sum(2 * r + 2 for _, r in tables) > TABLE_ENTRIES:
             raise DecodeError(f"the networks' (σ, range) pairs need weight tables of more than {TABLE_ENTRIES} entries",
-                              section=sections["decoder"].kind, field="params.ranges")
-        net_streams = {k: _Streams(s, stream_counts([totals[k]] * len(sizes), nets[k][3])) for k, s in sections.items()}
+                              section=sections["decoder"].kind, field="payload")
         latent_streams = _Streams(section, stream_counts(sizes, group))
         self._check_class_bytes([net_streams["arm"], net_streams["decoder"], latent_streams], layout.num_classes)
         counts = np.concatenate([[min(group, n - a) for a in range(0, n, group)] for n in sizes] + [np.zeros(0, int)])
