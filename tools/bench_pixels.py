@@ -1,6 +1,6 @@
 """Open + decode speed of a ``pixels`` set of 10,000 uint8 3×32×32 photo patches, side by side.
 
-    python tools/bench_pixels.py [--samples 10000] [--repeats 7] [--before SRC] [--json out.json]
+    python tools/bench_pixels.py [--samples 10000] [--repeats 7] [--before SRC] [--threads N] [--json out.json]
 
 The patches are real photographs, not noise (noise makes every lossless store look alike): the
 ten photos of ``ddformat.evaluation.realdata``'s ``textures`` source (scikit-image's bundled
@@ -241,9 +241,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--before", type=Path, default=None,
                         help="source tree of another ddformat version to time on the same patches")
+    parser.add_argument("--threads", type=int, default=frames.THREADS,
+                        help=f"threads ddformat decodes on (default: the {frames.THREADS} CPUs usable)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the files here (default: a temporary folder)")
     parser.add_argument("--json", type=Path, default=None, help="also write the report here as JSON")
     args = parser.parse_args()
+    frames.THREADS = args.threads
     with tempfile.TemporaryDirectory() as tmp:
         root = args.workdir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)

@@ -16,11 +16,12 @@ reversible filters and keeps whichever compresses best:
 Filters act within one sample, so the frame of each class decodes without the others, and
 the inverse filters run on blocks of samples in parallel threads.
 
-Decode speed. Filters are listed fastest-decoding first; undoing them on 10,000 3×32×32 samples
-(2 threads, ``tools/bench_pixels.py``) costs: ``none`` nothing, ``sub`` and ``up`` one running
-sum each (a vectorised add per column or row), ``grad`` both, and ``med`` most: a wavefront
-along anti-diagonals (each pixel needs its left and upper neighbours), vectorised across the
-samples of a block, which must first be transposed so that they lie side by side. By default
+Decode speed. Filters are listed fastest-decoding first. Undoing them on 10,000 3×32×32 samples
+on 2 threads took (``docs/benchmarks.md``): ``none`` nothing; ``sub`` and ``up`` 11–19 ms, one
+running sum each (a vectorised add per column or row); ``grad`` 23–38 ms, both; ``med``
+82–118 ms, a wavefront along anti-diagonals (each pixel needs its left and upper neighbours)
+vectorised across the samples of a block, which must first be transposed so that they lie side
+by side. By default
 the writer keeps the filter that gives the fewest bytes; the option ``size_tolerance`` (say
 ``0.05``) makes it keep the fastest-decoding filter within that fraction of the fewest bytes
 instead, e.g. ``grad`` when ``med`` saves only a few percent. The choice is recorded in
