@@ -113,9 +113,10 @@ WEIGHTS_PER_WORD = 2**7
 TABLE_ENTRIES = 2**22
 """Most entries of the weight tables one file's networks need (Σ 2·range + 2 over their distinct
 (σ, range) pairs): a table costs memory and time in proportion to its range, not its weights."""
-STREAM_BITS = 25_600
+STREAM_BITS = 2**15
 """Default size of a stream: about this many bits, so that the ~64 bits a stream costs beyond
-its symbols (its final state) stay near 0.25 % of the section."""
+its symbols (its final state) stay near 0.2 % of the section. Smaller streams decode on more
+parallel lanes (``samples_per_stream=1`` is the most parallel file)."""
 _SYNTHESIS_PIXELS = 2**18
 """Pixels torch synthesises per chunk: bounds the D₁-wide activations on a device."""
 _NUMPY_PIXELS = 2**15

@@ -73,7 +73,7 @@ class IntegerArm:
         self.offsets = [put((np.asarray(b, np.float64)[:, None, :] * 2**FRAC + half) * scale) for _, b in layers]
         self.floors = [0.0] * (len(layers) - 1) + [-float(ACT_LIMIT)]
         biggest = max(w.shape[1] * w.shape[2] for w in self.weights)
-        self.block = max(1, BLAS_BLOCK // biggest) if xp is np else 2**20 // biggest
+        self.block = max(1, BLAS_BLOCK // biggest) if xp is np else max(1, 2**24 // biggest)
 
     def __call__(self, context: Any) -> tuple[Any, Any]:
         """(μ index, σ index) as int64 for integer-valued float64 contexts (S, …, C)."""
