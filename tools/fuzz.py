@@ -486,10 +486,14 @@ def op_value(rng: random.Random, d: Draft) -> Mutation | None:
     return Mutation(f"{path}: {_short(old)} -> {_short(new)}", expect)
 
 
+def _pick_key(rng: random.Random, d: Draft) -> tuple[list, str, int]:
+    """A non-empty map of the header (as its list of [key, value] pairs), its path and an index in it."""
+    m, path = rng.choice([(m, p) for m, p, _ in maps(d.header) if m])
+    return m, path, rng.randrange(len(m))
+
+
 def op_delete_key(rng: random.Random, d: Draft) -> Mutation | None:
-    candidates = [(m, p) for m, p, _ in maps(d.header) if m]
-    m, path = rng.choice(candidates)
-    j = rng.randrange(len(m))
+    m, path, j = _pick_key(rng, d)
     key, old = m[j]
     del m[j]
     full = f"{path}.{key}" if path else str(key)
@@ -510,9 +514,7 @@ def op_delete_key(rng: random.Random, d: Draft) -> Mutation | None:
 
 
 def op_duplicate_key(rng: random.Random, d: Draft) -> Mutation | None:
-    candidates = [(m, p) for m, p, _ in maps(d.header) if m]
-    m, path = rng.choice(candidates)
-    j = rng.randrange(len(m))
+    m, path, j = _pick_key(rng, d)
     key, value = m[j]
     dup = clone(value) if rng.random() < 0.5 else new_value(rng, value)
     m.insert(rng.randrange(len(m) + 1), [key, dup])

@@ -54,7 +54,7 @@ from ..frames import (
     varint_encode,
     varint_lengths,
 )
-from .arm import LATENT_RANGE, MAX_INPUTS, SIGMAS, WEIGHT_LIMIT, IntegerArm
+from .arm import LATENT_RANGE, MAX_INPUTS, SIGMAS, WEIGHT_LIMIT, IntegerArm, to_device
 from .coding import (
     LatentStreams,
     NetworkStreams,
@@ -63,6 +63,7 @@ from .coding import (
     encode_latents,
     encode_weights,
     latent_parameters,
+    latent_streams_of,
     stream_counts,
     symbol_bits,
     weight_chunks,
@@ -308,18 +309,22 @@ def _stream_size(given: int | None, bits: float, count: int, largest: int, name:
     return min(max(1, math.ceil(STREAM_BITS * count / max(bits, 1.0))), max(largest, 1))
 
 
+def _slice_bytes(fields: np.ndarray, lengths: np.ndarray, per_slice: Sequence[int]) -> list[int]:
+    """Bytes each slice owns: its fields' varints, and the word-count varint and words of each of
+    its ``per_slice[i]`` consecutive streams."""
+    owned = varint_lengths(fields).sum(axis=1) if fields.size else np.zeros(len(per_slice), np.int64)
+    sizes = varint_lengths(lengths) + 4 * lengths
+    ends = np.cumsum([0, *per_slice])
+    return [int(owned[i] + sizes[a:b].sum()) for i, (a, b) in enumerate(zip(ends[:-1], ends[1:]))]
+
+
 def _payload(streams: Sequence[bytes], per_slice: Sequence[int], fields: Sequence[Sequence[int]] = ()
              ) -> tuple[bytes, list[int]]:
     """A section payload — each slice's ``fields`` (if any), then the word counts of all streams,
-    as varints, then the words — and the bytes of each slice, which owns ``per_slice[i]``
-    consecutive streams and its fields."""
+    as varints, then the words — and the bytes of each slice (:func:`_slice_bytes`)."""
     words = np.array([len(b) // 4 for b in streams], dtype=np.int64)
     head = np.asarray(fields, dtype=np.int64).reshape(len(per_slice), -1)
-    sizes = varint_lengths(words) + 4 * words
-    ends = np.cumsum([0, *per_slice])
-    owned = varint_lengths(head).sum(axis=1) if head.size else np.zeros(len(per_slice), np.int64)
-    return (varint_encode(head) + varint_encode(words) + b"".join(streams),
-            [int(owned[i] + sizes[a:b].sum()) for i, (a, b) in enumerate(zip(ends[:-1], ends[1:]))])
+    return varint_encode(head) + varint_encode(words) + b"".join(streams), _slice_bytes(head, words, per_slice)
 
 
 class _Streams:
@@ -346,10 +351,7 @@ class _Streams:
                               f"fill the {len(data)}-byte section", section=section.kind, field="payload")
         self.section, self.data, self.table = section, data, table
         self.starts, self.ends = rans.stream_bounds(self.lengths)
-        bounds = np.cumsum([0, *per_slice])
-        sizes = varint_lengths(self.lengths) + 4 * self.lengths
-        owned = varint_lengths(self.head).sum(axis=1) if self.head.size else np.zeros(len(per_slice), np.int64)
-        self.slice_bytes = [int(owned[i] + sizes[a:b].sum()) for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
+        self.slice_bytes = _slice_bytes(self.head, self.lengths, per_slice)
 
     def words(self) -> np.ndarray:
         return np.frombuffer(self.data, dtype="<u4", offset=self.table).astype(np.int64)
@@ -533,8 +535,8 @@ class RuoCodec:
                               section=sections["decoder"].kind, field="payload")
         latent_streams = _Streams(section, stream_counts(sizes, group))
         self._check_class_bytes([net_streams["arm"], net_streams["decoder"], latent_streams], layout.num_classes)
-        counts = np.concatenate([[min(group, n - a) for a in range(0, n, group)] for n in sizes] + [np.zeros(0, int)])
-        latent_streams.check_capacity(counts * m, LATENTS_PER_WORD, "latents")
+        layout_of = latent_streams_of(sizes, group)
+        latent_streams.check_capacity(layout_of.count * m, LATENTS_PER_WORD, "latents")
         chunks = {k: [b - a for a, b in weight_chunks(totals[k], nets[k][3])] for k in sections}
         for k, st in net_streams.items():
             st.check_capacity(np.tile(chunks[k], len(sizes)), WEIGHTS_PER_WORD, "weights")
@@ -544,7 +546,7 @@ class RuoCodec:
             for flat in weights[k]:
                 ends = np.cumsum([0] + [math.prod(s) for s in shapes])
                 decoder_parts[k].append([flat[a:b].reshape(s) for a, b, s in zip(ends[:-1], ends[1:], shapes)])
-        latents = self._decode_latents(xp, device, latent_streams, config, sizes, group, counts, decoder_parts["arm"],
+        latents = self._decode_latents(xp, device, latent_streams, config, sizes, group, layout_of, decoder_parts["arm"],
                                        nets["arm"][0])
         for i, n in enumerate(sizes):
             arm = list(zip(decoder_parts["arm"][i][0::2], decoder_parts["arm"][i][1::2]))
@@ -567,7 +569,7 @@ class RuoCodec:
             count=np.concatenate([np.tile(chunks[k], count) for k in order]),
             sigma=np.concatenate([np.repeat(nets[k][1], len(chunks[k])) for k in order]),
             limit=np.concatenate([np.repeat(nets[k][2], len(chunks[k])) for k in order]))
-        put = (lambda a: a) if xp is np else (lambda a: xp.as_tensor(a, device=device))
+        put = to_device(xp, device)
         values, failed = decode_weights(xp, put(words), put(starts), put(ends), table, 2 * count)
         failed = failed if xp is np else failed.cpu().numpy()
         values = [v if xp is np else v.cpu().numpy() for v in values]
@@ -577,17 +579,17 @@ class RuoCodec:
         return {k: values[i * count:(i + 1) * count] for i, k in enumerate(order)}
 
     def _decode_latents(self, xp: Any, device: Any, streams: _Streams, config: RuoSamples, sizes: list[int],
-                        group: int, counts: np.ndarray, arms: list[list[np.ndarray]], steps: list[int]) -> list[Any]:
+                        group: int, layout_of: LatentStreams, arms: list[list[np.ndarray]], steps: list[int]
+                        ) -> list[Any]:
         """Lockstep decode of every latent stream, in groups of slices of about one size (one
         batched ARM per group and step; numpy runs groups on all cores) → each slice's int64
         latents (n, M)."""
         _, h, w = config.sample_shape
         m = latents_per_sample(h, w, config.scales)
         words = streams.words()
-        slice_of = np.repeat(np.arange(len(sizes)), stream_counts(sizes, group))
-        first = np.concatenate([np.arange(0, n, group) for n in sizes] + [np.zeros(0, int)])
+        slice_of = layout_of.slice
         workers = (os.cpu_count() or 1) if xp is np else 1
-        put = (lambda a: a) if xp is np else (lambda a: xp.as_tensor(a, device=device))
+        put = to_device(xp, device)
         words_x = put(words)
 
         def run(slices: list[int]) -> tuple[list[int], Any, np.ndarray, np.ndarray]:
@@ -596,7 +598,8 @@ class RuoCodec:
             layers = [(np.stack([arms[s][2 * j] for s in slices]), np.stack([arms[s][2 * j + 1] for s in slices]))
                       for j in range(len(arms[0]) // 2)]
             arm = IntegerArm(layers, [steps[s] for s in slices], xp, device)
-            table = LatentStreams(np.array([index[s] for s in slice_of[mine]], np.int64), first[mine], counts[mine])
+            table = LatentStreams(np.array([index[s] for s in slice_of[mine]], np.int64), layout_of.first[mine],
+                                  layout_of.count[mine])
             z, failed = decode_latents(xp, words_x, put(streams.starts[mine]), put(streams.ends[mine]), table, arm,
                                        [sizes[s] for s in slices], group, (h, w), config.scales, config.context)
             return slices, z, mine, failed if xp is np else failed.cpu().numpy()

@@ -46,6 +46,14 @@ def _to_indices(m: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mu, sigma
 
 
+def to_device(xp: Any, device: Any = None) -> Any:
+    """numpy array → an array of module ``xp`` (numpy, or torch on ``device``), sharing no
+    read-only memory with the input."""
+    if xp is np:
+        return np.asarray
+    return lambda a: xp.as_tensor(np.array(a), device=device)
+
+
 BLAS_BLOCK = 2**18
 """Multiply-adds per matrix product in :class:`IntegerArm` on numpy: at most what OpenBLAS
 computes on the calling thread (it threads products with m·n·k > 2^18). The decoder already runs
@@ -67,7 +75,7 @@ class IntegerArm:
                  xp: Any = np, device: Any = None) -> None:
         k = np.asarray(step_exp, dtype=np.float64).reshape(-1, 1, 1)
         scale, half = np.exp2(-k), np.where(k > 0, np.exp2(k - 1), 0.0)
-        put = (lambda a: a) if xp is np else (lambda a: xp.from_numpy(np.ascontiguousarray(a)).to(device))
+        put = to_device(xp, device)
         self.xp = xp
         self.weights = [put(np.swapaxes(np.asarray(w, np.float64), 1, 2) * scale) for w, _ in layers]
         self.offsets = [put((np.asarray(b, np.float64)[:, None, :] * 2**FRAC + half) * scale) for _, b in layers]

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from .. import rans
-from .arm import LATENT_RANGE, MU_BITS, SIGMA_INDEX_MIN, IntegerArm, integer_arm
+from .arm import LATENT_RANGE, MU_BITS, SIGMA_INDEX_MIN, IntegerArm, integer_arm, to_device
 from .grid import Step, schedule
 from .laplace import OFFSET_RANGE, latent_cdf, weight_cdf
 
@@ -127,7 +127,7 @@ def decode_weights(xp: Any, words: Any, starts: Any, ends: Any, streams: Network
     tables = [weight_cdf(s, r) for s, r in keys]
     offset = dict(zip(keys, np.cumsum([0] + [len(t) for t in tables[:-1]])))
     base = np.array([offset[int(s), int(r)] for s, r in zip(streams.sigma, streams.limit)], np.int64)
-    put = _put(xp, words)
+    put = to_device(xp, None if xp is np else words.device)
     cdf, limit, count = put(np.concatenate(tables)), put(streams.limit), put(streams.count)
     coder = rans.Lockstep(xp, words, starts, ends)
     pops, widest = int(streams.count.max(initial=0)), 2 * int(streams.limit.max(initial=0)) + 1
@@ -144,13 +144,6 @@ def decode_weights(xp: Any, words: Any, starts: Any, ends: Any, streams: Network
     return out, coder.failed()
 
 
-def _put(xp: Any, like: Any):
-    """numpy array → an xp array on ``like``'s device."""
-    if xp is np:
-        return np.asarray
-    return lambda a: xp.as_tensor(np.array(a), device=like.device)
-
-
 class LatentStreams(NamedTuple):
     """The latent streams of a group of slices decoded together: per stream its slice (index in
     the group), first sample and sample count."""
@@ -158,6 +151,14 @@ class LatentStreams(NamedTuple):
     slice: np.ndarray
     first: np.ndarray
     count: np.ndarray
+
+
+def latent_streams_of(sizes: Sequence[int], group: int) -> LatentStreams:
+    """The latent streams of slices of ``sizes`` samples cut ``group`` samples at a time."""
+    first = [np.arange(0, n, group) for n in sizes]
+    return LatentStreams(np.repeat(np.arange(len(sizes)), [len(f) for f in first]),
+                         np.concatenate([*first, np.zeros(0, np.int64)]),
+                         np.concatenate([np.minimum(group, n - f) for n, f in zip(sizes, first)] + [np.zeros(0, np.int64)]))
 
 
 def decode_latents(xp: Any, words: Any, starts: Any, ends: Any, streams: LatentStreams, arm: IntegerArm,
@@ -171,7 +172,7 @@ def decode_latents(xp: Any, words: Any, starts: Any, ends: Any, streams: LatentS
     m, steps = schedule(*shape, scales, context)
     n = max(sizes)
     group = min(group, n)
-    put = _put(xp, words)
+    put = to_device(xp, None if xp is np else words.device)
     if xp is np:
         z = np.zeros((len(sizes), n + 1, m + 1))
     else:
