@@ -124,19 +124,19 @@ def decode_weights(xp: Any, words: Any, starts: Any, ends: Any, streams: Network
     """Lockstep decode of network streams → each network's flat integer weights (xp int64) and
     which streams failed (:meth:`~..rans.Lockstep.failed`)."""
     keys = sorted({(int(s), int(r)) for s, r in zip(streams.sigma, streams.limit)})
-    tables = [weight_cdf(s, r) for s, r in keys]
-    offset = dict(zip(keys, np.cumsum([0] + [len(t) for t in tables[:-1]])))
-    base = np.array([offset[int(s), int(r)] for s, r in zip(streams.sigma, streams.limit)], np.int64)
+    tables = rans.Tables([weight_cdf(s, r) for s, r in keys])
+    row = {key: i for i, key in enumerate(keys)}
+    base = tables.starts[[row[int(s), int(r)] for s, r in zip(streams.sigma, streams.limit)]]
     put = to_device(xp, None if xp is np else words.device)
-    cdf, limit, count = put(np.concatenate(tables)), put(streams.limit), put(streams.count)
     coder = rans.Lockstep(xp, words, starts, ends)
     pops, widest = int(streams.count.max(initial=0)), 2 * int(streams.limit.max(initial=0)) + 1
-    width = put(2 * streams.limit + 1)
-    base = put(base)
+    # a stream past its last weight pops the idle row from then on
+    bases = put(np.where(np.arange(pops)[:, None] < streams.count[None, :], base[None, :], tables.idle))
+    keyed = put(tables.keyed)
     columns = xp.zeros((pops, len(base)), dtype=xp.int64) if xp is np else words.new_zeros((pops, len(base)))
     for j in range(pops):
-        columns[j] = coder.pop(cdf, base, width, count > j, widest)
-    values = columns - limit
+        columns[j] = coder.pop(keyed, bases[j], widest)
+    values = columns - put(streams.limit)
     out = []
     for network in range(networks):
         parts = [values[:int(streams.count[i]), i] for i in np.flatnonzero(streams.network == network)]
@@ -177,7 +177,8 @@ def decode_latents(xp: Any, words: Any, starts: Any, ends: Any, streams: LatentS
         z = np.zeros((len(sizes), n + 1, m + 1))
     else:
         z = xp.zeros((len(sizes), n + 1, m + 1), dtype=xp.float64, device=words.device)
-    cdf = put(latent_cdf().reshape(-1))
+    tables = rans.Tables(latent_cdf())
+    keyed = put(tables.keyed)
     k = np.arange(group)
     valid = k[None, :] < streams.count[:, None]
     slot = put(np.where(valid, streams.first[:, None] + k[None, :], n))  # (streams, group)
@@ -188,10 +189,11 @@ def decode_latents(xp: Any, words: Any, starts: Any, ends: Any, streams: LatentS
         mu, sigma = arm(z[:, :, put(st.neighbours)])
         rows = ((sigma - SIGMA_INDEX_MIN) * 2**MU_BITS + (mu & (2**MU_BITS - 1))) * (LATENT_COLUMNS + 1)
         rows, shift = rows[slices, slot], (mu >> MU_BITS)[slices, slot] - OFFSET_RANGE  # (streams, group, p)
+        rows = xp.where(valid[..., None], rows, tables.idle)
         x = shift.clone() if xp is not np else shift.copy()
         for i in range(group):
             for q in range(len(st.positions)):
-                x[:, i, q] += coder.pop(cdf, rows[:, i, q], LATENT_COLUMNS, valid[:, i])
+                x[:, i, q] += coder.pop(keyed, rows[:, i, q], LATENT_COLUMNS)
         outside = valid[..., None] & ((x < -LATENT_RANGE) | (x > LATENT_RANGE))
         bad = bad | outside.reshape(len(streams.slice), -1).any(1)
         z[slices[..., None], slot[..., None], put(st.positions)] = x if xp is np else x.to(z.dtype)
