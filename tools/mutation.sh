@@ -72,7 +72,7 @@ else
     echo "[tool.mutmut]"
     echo 'source_paths = ["ddformat"]'
     echo "only_mutate = [$(toml_list "${scope[@]}")]"
-    echo 'also_copy = ["spec", "producers"]'
+    echo 'also_copy = ["spec", "producers", "tools"]'
     echo "pytest_add_cli_args_test_selection = [$(toml_list "${TESTS[@]}")]"
     echo "pytest_add_cli_args = [$(toml_list "${pytest_args[@]}")]"
     echo 'process_isolation = "forkserver"'
