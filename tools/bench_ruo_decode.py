@@ -1,7 +1,7 @@
 """Decode speed of the ``ruo`` codec at the sizes of paper 000, Table A7.
 
-    python tools/bench_ruo_decode.py [--device cuda] [--repeats 3] [--json out.json]
-        [--baseline DIR]   # a checkout of an earlier ddformat: its own benchmark, same files, side by side
+    python tools/bench_ruo_decode.py [--device cuda] [--repeats 3] [--json out.json] [--entropy-only]
+        [--baseline DIR]   # a checkout of an earlier ddformat: its entropy decoding of the same sets, side by side
 
 Two sets with random networks (speed does not depend on training): 7,180 samples of 3×32×32
 (CIFAR-10 at spc 718: 20 slices of 359, decoder v4-1200, ARM 16×4) and 1,020 of 3×128×128 (an
@@ -58,13 +58,16 @@ def random_set(shape, slices, per_slice, version, width, scales=6, context=16, d
     return RuoSamples(shape, scales, context, width, depth, version, out)
 
 
-def time_decode(path: Path, device: torch.device) -> tuple[float, float, float]:
-    """Seconds of numpy entropy decoding, numpy synthesis, and torch decoding on ``device``."""
+def time_decode(path: Path, device: torch.device, entropy_only: bool = False) -> tuple[float, float, float]:
+    """Seconds of numpy entropy decoding, numpy synthesis, and torch decoding on ``device``
+    (NaN for the last two with ``entropy_only``)."""
     with ddformat.open(path) as f:
         c = f.container
         start = time.perf_counter()
         samples = RUO.read(c.section("samples"), f.layout, c.section)
         entropy = time.perf_counter() - start
+        if entropy_only:
+            return entropy, float("nan"), float("nan")
         start = time.perf_counter()
         x = synthesize(samples)
         numpy_synthesis = time.perf_counter() - start
@@ -77,14 +80,37 @@ def time_decode(path: Path, device: torch.device) -> tuple[float, float, float]:
     return entropy, numpy_synthesis, torch_decode
 
 
+BASELINE = """
+import json, statistics, sys, tempfile, time
+from pathlib import Path
+import numpy as np
+import ddformat
+from ddformat.codecs.ruo import RUO
+from tools.bench_ruo_decode import CASES, random_set
+out = {}
+with tempfile.TemporaryDirectory() as tmp:
+    for name, case in CASES.items():
+        samples = random_set(case["shape"], case["slices"], case["per_slice"], case["version"], case["width"])
+        labels = np.repeat(np.arange(10), case["slices"] * case["per_slice"] // 10)
+        with ddformat.open(ddformat.save(Path(tmp) / "b.dd", samples, labels)) as f:
+            c = f.container
+            times = []
+            for _ in range(int(sys.argv[1]) + 1):
+                start = time.perf_counter()
+                RUO.read(c.section("samples"), f.layout, c.section)
+                times.append(time.perf_counter() - start)
+        out[name] = 1000 * statistics.median(times[1:])
+print(json.dumps(out))
+"""
+"""Run in an earlier checkout: its own random sets (same generator and seed), written and
+entropy-decoded by its own code, one warm-up and the median of the repeats."""
+
+
 def baseline(checkout: Path, repeats: int) -> dict[str, float]:
-    """Entropy-decoding ms per case of the implementation in ``checkout``, timed by its own copy
-    of this benchmark on the same random sets (same generator, same seed)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "baseline.json"
-        subprocess.run([sys.executable, "tools/bench_ruo_decode.py", "--repeats", str(repeats), "--json", str(out)],
-                       cwd=checkout, check=True, env={**os.environ, "PYTHONPATH": str(checkout)})
-        return {r["case"]: r["entropy_ms"] for r in json.loads(out.read_text())["rows"]}
+    """Entropy-decoding ms per case of the implementation in ``checkout``."""
+    proc = subprocess.run([sys.executable, "-c", BASELINE, str(repeats)], cwd=checkout, check=True,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(checkout)})
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -93,6 +119,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--baseline", type=Path, help="checkout of an earlier ddformat to time side by side")
+    ap.add_argument("--entropy-only", action="store_true", help="time entropy decoding only (no synthesis)")
     args = ap.parse_args()
     device = torch.device(args.device)
     rows = []
@@ -102,9 +129,9 @@ def main() -> None:
             labels = np.repeat(np.arange(10), case["slices"] * case["per_slice"] // 10)
             for streams, options in (("default", {}), ("per-sample", {"samples_per_stream": 1})):
                 path = ddformat.save(Path(tmp) / f"{name}.dd", samples, labels, codec_options={"samples": options})
-                time_decode(path, device)  # warm-up
-                runs = [time_decode(path, device) for _ in tqdm(range(args.repeats), desc=f"{name} {streams}",
-                                                                leave=False)]
+                time_decode(path, device, args.entropy_only)  # warm-up
+                runs = [time_decode(path, device, args.entropy_only)
+                        for _ in tqdm(range(args.repeats), desc=f"{name} {streams}", leave=False)]
                 entropy, numpy_synthesis, torch_decode = (statistics.median(r[i] for r in runs) for i in range(3))
                 with ddformat.open(path) as f:
                     per_stream = f.header.sections[0].params["samples_per_stream"]
