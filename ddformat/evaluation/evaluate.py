@@ -56,6 +56,19 @@ def _zca(f: DDFile, x_train: torch.Tensor) -> ZCA | None:
     return None
 
 
+def real_data_for(f: DDFile, test: str) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor],
+                                                  ZCA | None]:
+    """``test``'s real (train, test) splits as uint8 images and labels, checked against the file's
+    sample shape and number of classes, and the ZCA transform its samples live in (or None)."""
+    x_train, y_train = realdata.load(test, "train")
+    x_test, y_test = realdata.load(test, "test")
+    shape, num_classes = tuple(f.dataset["sample_shape"]), f.num_classes
+    if tuple(x_test.shape[1:]) != shape or len(realdata.class_names(test)) != num_classes:
+        raise ValueError(f"{test} has {len(realdata.class_names(test))} classes of {tuple(x_test.shape[1:])} "
+                         f"images; the file has {num_classes} classes of {shape} samples")
+    return (x_train, y_train), (x_test, y_test), _zca(f, x_train)
+
+
 def _class_counts(f: DDFile) -> list[int]:
     return np.bincount(f.classes(), minlength=f.num_classes).tolist()
 
@@ -106,15 +119,10 @@ def evaluate_file(
     for b in baselines:
         if b not in BASELINES:
             raise ValueError(f"baseline {b!r} is not one of {', '.join(BASELINES)}")
-    x_train, y_train = realdata.load(test, "train")
-    x_test, y_test = realdata.load(test, "test")
     with DDFile(path) as f:
+        (x_train, y_train), (x_test, y_test), zca = real_data_for(f, test)
         shape, num_classes = tuple(f.dataset["sample_shape"]), f.num_classes
-        if tuple(x_test.shape[1:]) != shape or len(realdata.class_names(test)) != num_classes:
-            raise ValueError(f"{test} has {len(realdata.class_names(test))} classes of {tuple(x_test.shape[1:])} "
-                             f"images; the file has {num_classes} classes of {shape} samples")
         protocol = protocol_for(f.recipe, f.label_kind, **overrides)
-        zca = _zca(f, x_train)
         dataset_meta, counts, bpc = f.dataset, _class_counts(f), f.bpc
     test_x = real_to_sample_space(x_test, dataset_meta, zca)
     teacher_model = None

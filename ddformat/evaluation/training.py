@@ -227,6 +227,8 @@ def train_student(
     eval_every: int = 0,
     progress: bool = True,
     num_classes: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> list[tuple[int, float]]:
     """Train ``model`` in place on ``data`` on the device the data lies on; return the learning
     curve ``[(epoch, accuracy)]`` measured by ``evaluate`` every ``eval_every`` epochs and after
@@ -236,6 +238,12 @@ def train_student(
     also explains ``num_classes``); its loss weights enter the loss with the protocol's
     normalisation. Under ``sl+kd`` the ``teacher``'s tempered softmax on each augmented (and
     mixed) batch replaces the labels.
+
+    With ``world_size > 1`` this is one of that many processes training ``model`` (wrapped in
+    :class:`~torch.nn.parallel.DistributedDataParallel`) together: each epoch, this process
+    takes the samples of ``rank`` (see :class:`~ddformat.torch.DeviceLoader`: padded by wrapping
+    around when N does not divide) in batches of ``ceil(batch_size / world_size)``, so the
+    protocol's batch size stays the global one; augmentation draws differ by rank.
     """
     dataset = TrainingSet.of(data, num_classes)
     if protocol.regime == "sl" and dataset.label_kind != "soft":
@@ -252,17 +260,18 @@ def train_student(
     mix = "cutmix" in (a.lower() for a in protocol.augmentation)
     normalization = protocol.weighting["normalization"]
     optimizer = _optimizer(model, protocol)
-    loader = DeviceLoader(dataset, protocol.batch_size, shuffle=True, seed=seed)
+    loader = DeviceLoader(dataset, math.ceil(protocol.batch_size / world_size), shuffle=True, seed=seed, rank=rank,
+                          world_size=world_size)
     total, warmup = protocol.epochs * len(loader), protocol.warmup_epochs * len(loader)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(protocol, s, total, warmup))
-    mixer = torch.Generator().manual_seed(seed)
+    mixer = torch.Generator().manual_seed(seed * world_size + rank)
     curve: list[tuple[int, float]] = []
     step = 0
     for epoch in tqdm(range(1, protocol.epochs + 1), desc="training student", disable=not progress, leave=False):
         model.train()
         for x, y, w in loader:
             if augment is not None:
-                x = augment(x, _step_seed(seed, step))
+                x = augment(x, _step_seed(seed, step * world_size + rank))
             if mix:
                 x, y, w = cutmix(x, y, w, num_classes=dataset.num_classes, generator=mixer)
             logits = model(x)
