@@ -221,6 +221,33 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("publish", "write a Hugging Face Hub dataset folder (card, file, figures); upload it with --repo-id",
+         arg("file", help=".dd file to publish (it must verify)"),
+         arg("outdir", help="directory to write (empty or new)"),
+         arg("--repo-id", default=None, help="upload the folder to this dataset repository (user/name), token from "
+                                             "the usual Hugging Face login or HF_TOKEN"),
+         arg("--name", default=None, help="pretty name on the card (default: the file's dataset name)"),
+         arg("--license", default="unknown", help="Hub license id, e.g. cc-by-4.0 (default unknown)"),
+         arg("--private", action="store_true", help="create the repository private"))
+def run_publish(args: argparse.Namespace) -> int:
+    from .publish import publish_folder, upload
+
+    with _stage("publish"):
+        out = publish_folder(args.file, args.outdir, repo_id=args.repo_id, pretty_name=args.name,
+                             license=args.license)
+    print(f"wrote {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
+    if args.repo_id is not None:
+        with _stage(f"upload {args.repo_id}"):
+            try:
+                url = upload(out, args.repo_id, private=args.private)
+            except OSError:
+                raise
+            except Exception as exc:  # huggingface_hub's HTTP errors name the request and the Hub's answer
+                raise OSError(f"upload to {args.repo_id} failed: {exc}") from None
+        print(f"uploaded to {url}")
+    return 0
+
+
 @command("eval", "train students on the file as its recipe says (and on real baselines); report test accuracy",
          arg("file", help=".dd file (path or URL)"),
          arg("--test", required=True, help="real data to test on: mnist, digits, textures or lfw"),

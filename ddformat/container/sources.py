@@ -119,6 +119,15 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
 
 
+def _status(exc: BaseException) -> int | None:
+    """The HTTP status an fsspec backend's exception carries, if any (aiohttp: ``status``;
+    httpx / requests via huggingface_hub: ``response.status_code``)."""
+    for value in (getattr(exc, "status", None), getattr(getattr(exc, "response", None), "status_code", None)):
+        if isinstance(value, int):
+            return value
+    return None
+
+
 def _remote_error(exc: BaseException, url: str) -> OSError:
     """One clear error for what went wrong reading ``url``, whichever fsspec backend raised it:
     the cause, and what to do about it."""
@@ -134,17 +143,16 @@ def _remote_error(exc: BaseException, url: str) -> OSError:
         if isinstance(cause, ImportError):
             return OSError(errno.ENOSYS, f"reading this URL needs a package that is not installed ({text}); "
                            "pip install 'ddformat[remote]'", url)
-    if isinstance(exc, FileNotFoundError) or any(getattr(c, "status", None) == 404 for c in chain):
+    statuses = [s for s in map(_status, chain) if s is not None]
+    if isinstance(exc, FileNotFoundError) or 404 in statuses:
         return FileNotFoundError(errno.ENOENT, "no such file on the server (HTTP 404 or no such object)", url)
-    if isinstance(exc, PermissionError) or any(getattr(c, "status", None) in (401, 403) for c in chain):
+    if isinstance(exc, PermissionError) or 401 in statuses or 403 in statuses:
         return PermissionError(errno.EACCES, "access denied: check the credentials (token, keys) for this "
                                "URL", url)
     if isinstance(exc, TimeoutError):
         return TimeoutError(errno.ETIMEDOUT, "no answer from the server in time", url)
-    status = next((c for c in chain if isinstance(getattr(c, "status", None), int)), None)
-    if status is not None:
-        return OSError(errno.EIO, f"the server answered HTTP {status.status} {getattr(status, 'message', '')}"
-                       .rstrip(), url)
+    if statuses:
+        return OSError(errno.EIO, f"the server answered HTTP {statuses[0]}", url)
     return OSError(errno.EIO, f"cannot read the file: {type(exc).__name__}: {exc}", url)
 
 
