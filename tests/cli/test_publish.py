@@ -7,10 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
-import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,9 +21,6 @@ from PIL import Image
 import ddformat
 from ddformat.cli.main import main
 from ddformat.cli.publish import publish_folder, size_category
-
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture
 def digits_set(tmp_path):
@@ -159,26 +153,35 @@ class _LoopbackHub:
         self.httpd.server_close()
 
 
-def test_publish_uploads_through_huggingface_hub_and_reads_back_over_hf_urls(digits_set, tmp_path):
+@pytest.fixture
+def loopback_hub(monkeypatch):
+    """huggingface_hub pointed at :class:`_LoopbackHub`: the endpoint and URL template it derives
+    from ``HF_ENDPOINT`` when imported (so set here directly), a token as from ``HF_TOKEN``, no
+    cached filesystems."""
+    from huggingface_hub import HfFileSystem, constants
+
     hub = _LoopbackHub()
-    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_loopback", "HF_HUB_DISABLE_TELEMETRY": "1",
-           "PYTHONPATH": str(REPO)}
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setenv("HF_TOKEN", "hf_loopback")
+    HfFileSystem.clear_instance_cache()
+    yield hub
+    HfFileSystem.clear_instance_cache()
+    hub.close()
 
-    def ddformat_cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "ddformat", *args], env=env, capture_output=True, text=True,
-                              timeout=120, cwd=REPO)
 
-    try:
-        out = tmp_path / "hub"
-        published = ddformat_cli("publish", str(digits_set), str(out), "--repo-id", "someone/tiny-digits")
-        assert published.returncode == 0, published.stderr
-        assert f"uploaded to {hub.url}/datasets/someone/tiny-digits/commit/" in published.stdout
-        assert hub.commits == 1
-        assert hub.files == {p.name: p.read_bytes() for p in out.iterdir()}
-        verified = ddformat_cli("verify", "hf://datasets/someone/tiny-digits/digits.dd")
-        assert verified.returncode == 0, verified.stderr
-        assert verified.stdout.startswith("OK hf://datasets/someone/tiny-digits/digits.dd")
-        missing = ddformat_cli("inspect", "hf://datasets/someone/tiny-digits/absent.dd")
-        assert missing.returncode == 2 and "no such file on the server" in missing.stderr
-    finally:
-        hub.close()
+def test_publish_uploads_through_huggingface_hub_and_reads_back_over_hf_urls(digits_set, tmp_path, loopback_hub,
+                                                                             capsys):
+    hub = loopback_hub
+    out = tmp_path / "hub"
+    assert main(["publish", str(digits_set), str(out), "--repo-id", "someone/tiny-digits"]) == 0
+    assert f"uploaded to {hub.url}/datasets/someone/tiny-digits/commit/" in capsys.readouterr().out
+    assert hub.commits == 1
+    assert hub.files == {p.name: p.read_bytes() for p in out.iterdir()}
+    url = "hf://datasets/someone/tiny-digits/digits.dd"
+    assert main(["verify", url]) == 0
+    assert capsys.readouterr().out.startswith(f"OK {url}")
+    with ddformat.open(url) as remote, ddformat.open(digits_set) as local:
+        assert np.array_equal(remote.samples(), local.samples())
+    assert main(["inspect", "hf://datasets/someone/tiny-digits/absent.dd"]) == 2
+    assert "no such file on the server" in capsys.readouterr().err
