@@ -21,6 +21,7 @@ from PIL import Image
 import ddformat
 from ddformat.cli.main import main
 from ddformat.cli.publish import publish_folder, size_category
+from tests.support import reseal
 
 @pytest.fixture
 def digits_set(tmp_path):
@@ -65,13 +66,17 @@ def test_size_category_follows_the_hub_buckets(n, category):
     assert size_category(n) == category
 
 
-def test_publish_refuses_a_file_that_does_not_verify(digits_set, tmp_path, capsys):
-    data = bytearray(digits_set.read_bytes())
-    data[-1] ^= 1  # the last section's CRC-32 no longer matches
+@pytest.mark.parametrize("damage", ["section_crc", "content_hash"])
+def test_publish_refuses_a_file_that_does_not_verify(digits_set, tmp_path, capsys, damage):
+    data = digits_set.read_bytes()
+    if damage == "section_crc":
+        data = data[:-1] + bytes([data[-1] ^ 1])  # the last section's CRC-32 no longer matches
+    else:  # every CRC-32 consistent, only the content hash wrong: what only a full verify finds
+        data = reseal(data, lambda h: h["provenance"].update(content_hash=bytes(32)))
     bad = tmp_path / "bad.dd"
-    bad.write_bytes(bytes(data))
+    bad.write_bytes(data)
     assert main(["publish", str(bad), str(tmp_path / "hub")]) == 1
-    assert "CRC-32 mismatch" in capsys.readouterr().err
+    assert ("CRC-32 mismatch" if damage == "section_crc" else "content hash does not match") in capsys.readouterr().err
     assert not (tmp_path / "hub").exists()
 
 

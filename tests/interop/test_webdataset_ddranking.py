@@ -114,10 +114,11 @@ def test_ddranking_layout_is_class_ordered_model_inputs_and_round_trips(tmp_path
         assert a.recipe["optimizer"] == b.recipe["optimizer"] and a.dataset["normalization"] == b.dataset["normalization"]
 
 
-def test_ddranking_export_of_pixels_gives_model_input_floats_with_labels_from_class_order(tmp_path, hard_pixels):
-    with ddformat.open(hard_pixels) as dd:
-        x, classes = dd.samples(), dd.classes()
-    out = export_tensor_files(hard_pixels, tmp_path / "ddr", layout="ddranking")
+def test_ddranking_export_of_pixels_gives_model_input_floats_with_labels_from_class_order(tmp_path):
+    rng = np.random.default_rng(3)
+    x, classes = rng.integers(0, 256, size=(20, 3, 8, 8), dtype=np.uint8), np.arange(20) % 4
+    interleaved = ddformat.save(tmp_path / "interleaved.dd", x, classes, sort_by_class=False)
+    out = export_tensor_files(interleaved, tmp_path / "ddr", layout="ddranking")
     images = torch.load(out / "images.pt", weights_only=True)
     order = np.argsort(classes, kind="stable")
     assert images.dtype == torch.float32
