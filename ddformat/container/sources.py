@@ -55,26 +55,29 @@ class RemoteSource:
 
     Each read is one range request for exactly the bytes asked for (fsspec's own read-ahead
     caches are off, so nothing unasked is fetched), except the first, which fetches the first
-    ``readahead`` bytes: usually preamble and header together. ``storage_options`` go to the
-    filesystem (credentials, endpoint); without them each uses its usual environment
-    (``HF_TOKEN``, ``AWS_*``, ``HF_ENDPOINT``, ...).
+    ``readahead`` bytes: usually preamble and header together. Credentials and endpoints come
+    from each filesystem's usual environment (``HF_TOKEN``, ``HF_ENDPOINT``, ``AWS_*``, gcloud).
     """
 
-    def __init__(self, url: str, readahead: int = 2**14, storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(self, url: str, readahead: int = 2**14) -> None:
         self.name = self.url = url
         self._file: Any = None
         self._cache = (0, b"")
-        with self._errors():
-            import fsspec
+        try:
+            with self._errors():
+                import fsspec
 
-            fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-            self._file = fs.open(path, "rb", cache_type="none")
-            size = self._file.size
-            if size is None:
-                raise OSError(errno.EPROTO, "the server does not say how long the file is, which reading it "
-                              "in place needs: download the file first and open the local copy", url)
-            self.size = int(size)
-            self._cache = (0, self._fetch(0, min(readahead, self.size)))
+                fs, path = fsspec.core.url_to_fs(url)
+                self._file = fs.open(path, "rb", cache_type="none")
+                size = self._file.size
+                if size is None:
+                    raise OSError(errno.EPROTO, "the server does not say how long the file is, which reading it "
+                                  "in place needs: download the file first and open the local copy", url)
+                self.size = int(size)
+                self._cache = (0, self._fetch(0, min(readahead, self.size)))
+        except BaseException:
+            self.close()
+            raise
 
     @contextmanager
     def _errors(self) -> Iterator[None]:

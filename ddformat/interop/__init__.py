@@ -4,7 +4,6 @@
   (MTT, DATM; ``layout="ddranking"`` for DD-Ranking's ``compute_metrics``).
 - :func:`import_imagefolder` / :func:`export_imagefolder`: image trees (SRe2L, WMDD, RDED, D4M).
 - :func:`import_webdataset` / :func:`export_webdataset`: WebDataset tar shards.
-- :func:`publish_folder`: a Hugging Face Hub dataset folder (card, file, figures), and its upload.
 """
 
 from .imagefolder import export_imagefolder, import_imagefolder
