@@ -166,13 +166,11 @@ def run_convert(args: argparse.Namespace) -> int:
     kind = "tensors" if kind == "ddranking" else kind
     tensor_options = {"--num-classes": args.num_classes, "--class-names": args.class_names, "--mean": args.mean,
                       "--std": args.std, "--value-range": args.value_range, "--soft-labels": args.soft_labels}
-    if kind == "tensors" and args.weights_file is not None:
+    if kind != "imagefolder" and args.weights_file is not None:
         raise UsageError("--weights-file applies to --from imagefolder")
     given = [flag for flag, value in tensor_options.items() if value is not None]
     if kind != "tensors" and given:
         raise UsageError(f"{', '.join(given)} apply to --from tensors, not to --from {kind}")
-    if kind == "webdataset" and args.weights_file is not None:
-        raise UsageError("--weights-file applies to --from imagefolder")
 
     from ..interop import import_imagefolder, import_tensor_files, import_webdataset
 
