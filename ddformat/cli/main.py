@@ -135,14 +135,18 @@ def run_preview(args: argparse.Namespace) -> int:
 
 
 def _detect_source(source: Path) -> str:
-    return "tensors" if any((source / f).is_file() for f in ("images.pt", "images_best.pt")) else "imagefolder"
+    if any((source / f).is_file() for f in ("images.pt", "images_best.pt")):
+        return "tensors"
+    return "webdataset" if any(source.glob("*.tar")) else "imagefolder"
 
 
-@command("convert", "import a directory of tensor files or an image folder into a .dd file",
-         arg("src", help="directory: images(.pt|_best.pt) + labels, or one sub-folder of images per class"),
+@command("convert", "import a directory of tensor files, an image folder or WebDataset shards into a .dd file",
+         arg("src", help="directory: images(.pt|_best.pt) + labels, one sub-folder of images per class, "
+                         "or WebDataset .tar shards"),
          arg("out", help=".dd file to write"),
-         arg("--from", dest="source_kind", choices=("tensors", "imagefolder", "auto"), default="auto",
-             help="layout of SRC (default auto: tensors if SRC holds images.pt or images_best.pt)"),
+         arg("--from", dest="source_kind", choices=("tensors", "ddranking", "imagefolder", "webdataset", "auto"),
+             default="auto", help="layout of SRC (default auto: tensors if SRC holds images.pt or images_best.pt, "
+                                  "webdataset if it holds .tar files, else imagefolder; ddranking is tensors)"),
          arg("--name", default=None, help="dataset name to record"),
          arg("--num-classes", type=int, default=None, help="tensors: number of classes"),
          arg("--class-names", type=_names, default=None, help="tensors: comma-separated class names"),
@@ -159,15 +163,16 @@ def run_convert(args: argparse.Namespace) -> int:
     if not source.is_dir():
         raise UsageError(f"{source} is not a directory")
     kind = _detect_source(source) if args.source_kind == "auto" else args.source_kind
+    kind = "tensors" if kind == "ddranking" else kind
     tensor_options = {"--num-classes": args.num_classes, "--class-names": args.class_names, "--mean": args.mean,
                       "--std": args.std, "--value-range": args.value_range, "--soft-labels": args.soft_labels}
-    if kind == "tensors" and args.weights_file is not None:
+    if kind != "imagefolder" and args.weights_file is not None:
         raise UsageError("--weights-file applies to --from imagefolder")
     given = [flag for flag, value in tensor_options.items() if value is not None]
-    if kind == "imagefolder" and given:
-        raise UsageError(f"{', '.join(given)} apply to --from tensors, not to an image folder")
+    if kind != "tensors" and given:
+        raise UsageError(f"{', '.join(given)} apply to --from tensors, not to --from {kind}")
 
-    from ..interop import import_imagefolder, import_tensor_files
+    from ..interop import import_imagefolder, import_tensor_files, import_webdataset
 
     with _stage(f"convert {kind}"):
         if kind == "tensors":
@@ -175,6 +180,8 @@ def run_convert(args: argparse.Namespace) -> int:
                                       class_names=args.class_names, mean=args.mean, std=args.std,
                                       value_range=args.value_range,
                                       soft_labels=args.soft_labels or "auto")
+        elif kind == "webdataset":
+            out = import_webdataset(source, args.out, name=args.name)
         else:
             out = import_imagefolder(source, args.out, weights_file=args.weights_file, name=args.name)
     with open_dd(out) as dd:
@@ -183,25 +190,59 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("export", "write a .dd file out as an image folder or as tensor files",
+@command("export", "write a .dd file out as an image folder, tensor files or WebDataset shards",
          arg("file", help=".dd file (path or URL)"),
          arg("outdir", help="directory to write"),
-         arg("--to", choices=("imagefolder", "tensors"), default="imagefolder",
-             help="imagefolder (default): one JPEG/PNG tree; tensors: images.pt, labels.pt"),
+         arg("--to", choices=("imagefolder", "tensors", "ddranking", "webdataset"), default="imagefolder",
+             help="imagefolder (default): one JPEG/PNG tree; tensors: images.pt, labels.pt (MTT); ddranking: "
+                  "the same, class-ordered model inputs for DD-Ranking; webdataset: .tar shards"),
          arg("--style", choices=("sre2l", "rded"), default=None,
-             help="imagefolder naming: sre2l (default) or rded"))
+             help="imagefolder naming: sre2l (default) or rded"),
+         arg("--maxcount", type=int, default=None, help="webdataset: samples per shard (default 10000)"))
 def run_export(args: argparse.Namespace) -> int:
-    if args.to == "tensors" and args.style is not None:
+    if args.to != "imagefolder" and args.style is not None:
         raise UsageError("--style applies to --to imagefolder")
+    if args.to != "webdataset" and args.maxcount is not None:
+        raise UsageError("--maxcount applies to --to webdataset")
 
-    from ..interop import export_imagefolder, export_tensor_files
+    from ..interop import export_imagefolder, export_tensor_files, export_webdataset
 
     with _stage(f"export {args.to}"):
-        if args.to == "tensors":
-            out = export_tensor_files(args.file, args.outdir)
+        if args.to in ("tensors", "ddranking"):
+            out = export_tensor_files(args.file, args.outdir, layout="mtt" if args.to == "tensors" else "ddranking")
+        elif args.to == "webdataset":
+            out = export_webdataset(args.file, args.outdir,
+                                    **({} if args.maxcount is None else {"maxcount": args.maxcount}))
         else:
             out = export_imagefolder(args.file, args.outdir, style=args.style or "sre2l")
     print(f"wrote {out}")
+    return 0
+
+
+@command("publish", "write a Hugging Face Hub dataset folder (card, file, figures); upload it with --repo-id",
+         arg("file", help=".dd file to publish (it must verify)"),
+         arg("outdir", help="directory to write (empty or new)"),
+         arg("--repo-id", default=None, help="upload the folder to this dataset repository (user/name), token from "
+                                             "the usual Hugging Face login or HF_TOKEN"),
+         arg("--name", default=None, help="pretty name on the card (default: the file's dataset name)"),
+         arg("--license", default="unknown", help="Hub license id, e.g. cc-by-4.0 (default unknown)"),
+         arg("--private", action="store_true", help="create the repository private"))
+def run_publish(args: argparse.Namespace) -> int:
+    from .publish import publish_folder, upload
+
+    with _stage("publish"):
+        out = publish_folder(args.file, args.outdir, repo_id=args.repo_id, pretty_name=args.name,
+                             license=args.license)
+    print(f"wrote {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
+    if args.repo_id is not None:
+        with _stage(f"upload {args.repo_id}"):
+            try:
+                url = upload(out, args.repo_id, private=args.private)
+            except OSError:
+                raise
+            except Exception as exc:  # huggingface_hub's HTTP errors name the request and the Hub's answer
+                raise OSError(f"upload to {args.repo_id} failed: {exc}") from None
+        print(f"uploaded to {url}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Random-access byte sources: a local file through mmap, or a URL through HTTP range requests.
+"""Random-access byte sources: a local file through mmap, or a URL through fsspec range reads.
 
 The container reads only the preamble, the header and the sections it is asked for, so a
 source must serve arbitrary ``(offset, length)`` reads without loading the whole file. When a
@@ -12,12 +12,11 @@ import errno
 import mmap
 import os
 import re
-import urllib.error
-import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Iterator, Protocol
 
-from ..errors import TruncatedError
+from ..errors import FormatError, TruncatedError
 
 
 class ByteSource(Protocol):
@@ -50,66 +49,55 @@ NO_RANGES = ("the server does not support HTTP range requests, which reading a f
              "download the file first (e.g. curl -o set.dd URL) and open the local copy")
 
 
-class HttpSource:
-    """``http://`` and ``https://`` URLs, read with one ``Range`` request per read (the first
-    read also fetches ``readahead`` bytes, which usually covers preamble and header)."""
+class RemoteSource:
+    """A URL read in place through fsspec: ``http(s)://``, ``hf://``, ``s3://``, ``gs://`` or any
+    other protocol fsspec knows, by one code path.
 
-    def __init__(self, url: str, timeout: float = 60.0, readahead: int = 2**16) -> None:
+    Each read is one range request for exactly the bytes asked for (fsspec's own read-ahead
+    caches are off, so nothing unasked is fetched), except the first, which fetches the first
+    ``readahead`` bytes: usually preamble and header together. Credentials and endpoints come
+    from each filesystem's usual environment (``HF_TOKEN``, ``HF_ENDPOINT``, ``AWS_*``, gcloud).
+    """
+
+    def __init__(self, url: str, readahead: int = 2**14) -> None:
         self.name = self.url = url
-        self.timeout = timeout
+        self._file: Any = None
         self._cache = (0, b"")
         try:
-            self._cache = (0, self._get(0, readahead, size=None))
-        except _EmptyFile:
-            self.size = 0
+            with self._errors():
+                import fsspec
 
-    def _request(self, start: int, end: int) -> tuple[int, str, bytes]:
-        """(status, Content-Range, body of at most ``end - start + 1`` bytes) for one range."""
-        request = urllib.request.Request(self.url, headers={"Range": f"bytes={start}-{end}"})
+                fs, path = fsspec.core.url_to_fs(url)
+                self._file = fs.open(path, "rb", cache_type="none")
+                size = self._file.size
+                if size is None:
+                    raise OSError(errno.EPROTO, "the server does not say how long the file is, which reading it "
+                                  "in place needs: download the file first and open the local copy", url)
+                self.size = int(size)
+                self._cache = (0, self._fetch(0, min(readahead, self.size)))
+        except BaseException:
+            self.close()
+            raise
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """fsspec's and its backends' errors as :class:`OSError` subclasses naming the URL."""
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                status = response.status
-                if status != 206:
-                    raise OSError(errno.EOPNOTSUPP, NO_RANGES, self.url)
-                return status, response.headers.get("Content-Range", ""), response.read(end - start + 1)
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                raise FileNotFoundError(errno.ENOENT, "no such file on the server (HTTP 404)", self.url) from None
-            if exc.code == 416:
-                return 416, exc.headers.get("Content-Range", ""), b""
-            raise OSError(errno.EIO, f"the server answered HTTP {exc.code} {exc.reason}", self.url) from None
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            if isinstance(reason, ConnectionRefusedError):
-                raise ConnectionRefusedError(errno.ECONNREFUSED, "connection refused: is the server running "
-                                             "and are host and port right?", self.url) from None
-            raise OSError(errno.EIO, f"cannot reach the server: {reason}", self.url) from None
-        except TimeoutError:
-            raise TimeoutError(errno.ETIMEDOUT, f"no answer within {self.timeout:.0f} s", self.url) from None
+            yield
+        except FormatError:
+            raise
+        except Exception as exc:  # backends raise their own kinds (aiohttp, botocore, huggingface_hub)
+            if isinstance(exc, OSError) and exc.filename == self.url:
+                raise
+            raise _remote_error(exc, self.url) from exc
 
-    def _get(self, offset: int, length: int, size: int | None) -> bytes:
-        """``length`` bytes at ``offset`` (fewer at the end of the file when ``size`` is not
-        known yet); sets ``size`` from the first answer and checks it on every later one."""
-        status, content_range, body = self._request(offset, offset + max(length, 1) - 1)
-        match = re.fullmatch(r"bytes (?:(\d+)-(\d+)|\*)/(\d+)", content_range.strip())
-        if match is None:
-            raise OSError(errno.EPROTO, f"the server answered a range request with Content-Range "
-                          f"{content_range!r}, which is not a byte range", self.url)
-        total = int(match[3])
-        if size is None:
-            self.size = total
-            if status == 416 and total == 0:
-                raise _EmptyFile
-        elif total != size:
-            raise OSError(errno.ESTALE, f"the file changed on the server while being read ({size} bytes, "
-                          f"now {total})", self.url)
-        if status == 416 or int(match[1]) != offset:
-            raise TruncatedError(f"the server could not serve {length} bytes at offset {offset} of a "
-                                 f"{total}-byte file", offset=offset)
-        want = min(length, total - offset)
-        if len(body) != want:
-            raise TruncatedError(f"the server returned {len(body)} of {want} bytes", offset=offset)
-        return body
+    def _fetch(self, offset: int, length: int) -> bytes:
+        with self._errors():
+            self._file.seek(offset)
+            data = self._file.read(length)
+        if len(data) != length:
+            raise TruncatedError(f"the server returned {len(data)} of {length} bytes", offset=offset)
+        return data
 
     def read(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > self.size:
@@ -117,45 +105,66 @@ class HttpSource:
         start, cached = self._cache
         if start <= offset and offset + length <= start + len(cached):
             return cached[offset - start:offset - start + length]
-        return self._get(offset, length, self.size) if length else b""
+        return self._fetch(offset, length) if length else b""
 
     def close(self) -> None:
         self._cache = (0, b"")
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
-class _EmptyFile(Exception):
-    """The server holds the file but it has no bytes (HTTP 416 for any range)."""
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
 
 
-class RemoteSource:
-    """Other fsspec URLs (``s3://``, ``gs://``, ...), through fsspec's own range reads."""
+def _status(exc: BaseException) -> int | None:
+    """The HTTP status an fsspec backend's exception carries, if any (aiohttp: ``status``;
+    httpx / requests via huggingface_hub: ``response.status_code``)."""
+    for value in (getattr(exc, "status", None), getattr(getattr(exc, "response", None), "status_code", None)):
+        if isinstance(value, int):
+            return value
+    return None
 
-    def __init__(self, url: str, block_size: int = 2**18) -> None:
-        import fsspec
 
-        self.name = self.url = url
-        self._file = fsspec.open(url, "rb", block_size=block_size).open()
-        self.size = int(self._file.size)
-
-    def read(self, offset: int, length: int) -> bytes:
-        if offset < 0 or length < 0 or offset + length > self.size:
-            raise TruncatedError(f"read of {length} bytes past the end of a {self.size}-byte file", offset=offset)
-        self._file.seek(offset)
-        data = self._file.read(length)
-        if len(data) != length:
-            raise TruncatedError(f"server returned {len(data)} of {length} bytes", offset=offset)
-        return data
-
-    def close(self) -> None:
-        self._file.close()
+def _remote_error(exc: BaseException, url: str) -> OSError:
+    """One clear error for what went wrong reading ``url``, whichever fsspec backend raised it:
+    the cause, and what to do about it."""
+    chain = list(_causes(exc))
+    for cause in chain:
+        if isinstance(cause, ConnectionRefusedError) or "connection refused" in str(cause).lower():
+            return ConnectionRefusedError(errno.ECONNREFUSED, "connection refused: is the server running "
+                                          "and are host and port right?", url)
+    for cause in chain:
+        text = str(cause)
+        if isinstance(cause, ValueError) and "support range requests" in text:
+            return OSError(errno.EOPNOTSUPP, NO_RANGES, url)
+        if isinstance(cause, ImportError):
+            return OSError(errno.ENOSYS, f"reading this URL needs a package that is not installed ({text}); "
+                           "pip install 'ddformat[remote]'", url)
+    statuses = [s for s in map(_status, chain) if s is not None]
+    if isinstance(exc, FileNotFoundError) or 404 in statuses:
+        return FileNotFoundError(errno.ENOENT, "no such file on the server (HTTP 404 or no such object)", url)
+    if isinstance(exc, PermissionError) or 401 in statuses or 403 in statuses:
+        return PermissionError(errno.EACCES, "access denied: check the credentials (token, keys) for this "
+                               "URL", url)
+    if isinstance(exc, TimeoutError):
+        return TimeoutError(errno.ETIMEDOUT, "no answer from the server in time", url)
+    if statuses:
+        return OSError(errno.EIO, f"the server answered HTTP {statuses[0]}", url)
+    return OSError(errno.EIO, f"cannot read the file: {type(exc).__name__}: {exc}", url)
 
 
 def open_source(location: str | os.PathLike[str]) -> ByteSource:
-    """A source for a local path, a ``file://`` URL, an ``http(s)://`` URL or any other URL
-    fsspec knows."""
+    """A source for a local path, a ``file://`` URL, or any URL fsspec knows (``http(s)://``,
+    ``hf://``, ``s3://``, ``gs://``, ...)."""
     text = os.fspath(location)
-    if isinstance(text, str) and re.match(r"https?://", text, re.IGNORECASE):
-        return HttpSource(text)
-    if isinstance(text, str) and "://" in text and not text.startswith("file://"):
+    if isinstance(text, str) and re.match(r"[a-z][a-z0-9+.-]*://", text, re.IGNORECASE) \
+            and not text.lower().startswith("file://"):
         return RemoteSource(text)
-    return LocalSource(Path(text.removeprefix("file://")) if isinstance(text, str) else text)
+    return LocalSource(Path(text[len("file://"):] if isinstance(text, str) and text.lower().startswith("file://")
+                            else text))

@@ -25,6 +25,7 @@ import torch
 
 from .. import __version__
 from ..reader import open as open_dd
+from ..torch.values import to_model_units
 from ..writer import save
 
 SoftLabelKind = Literal["auto", "probs", "logits"]
@@ -316,25 +317,50 @@ def _class_ordered_labels(n: int, num_classes: int | None, missing: Path) -> np.
     return np.repeat(np.arange(num_classes, dtype=np.int64), n // num_classes)
 
 
-def export_tensor_files(dd_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
+TensorLayout = Literal["mtt", "ddranking"]
+
+
+def export_tensor_files(dd_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+                        layout: TensorLayout = "mtt") -> Path:
     """Write a ``.dd`` file as ``images.pt``, ``labels.pt`` and (if the recipe has one) ``lr.pt``.
 
-    This is the DD-Ranking / MTT layout: ``images.pt`` holds the samples in stored order and
-    dtype (normalised floats stay normalised; uint8 stays uint8), ``labels.pt`` int64 class
-    indices or float32 (N, K) probabilities, ``lr.pt`` a 0-d float64 tensor of
-    ``recipe.optimizer.lr``. Everything loads with ``torch.load(..., weights_only=True)``.
-    ``weights.pt`` holds the stored weights when the file has them; the rest of the recipe has
-    no place in this layout. Refuses to overwrite existing files.
+    ``layout="mtt"``: ``images.pt`` holds the samples in stored order and dtype (normalised
+    floats stay normalised; uint8 stays uint8), as MTT / DATM save them.
+
+    ``layout="ddranking"``: what DD-Ranking's ``compute_metrics(image_tensor=..., soft_labels=...,
+    syn_lr=...)`` takes: images in class order with the same number per class (it infers hard
+    labels from that order and would mislabel an unequal set, so one is refused here), as float32
+    model inputs: uint8 mapped from ``value_range`` and normalised when the file has a
+    normalisation, as its real data are (:func:`~ddformat.torch.values.to_model_units`).
+
+    Both: ``labels.pt`` int64 class indices or float32 (N, K) probabilities, ``lr.pt`` a 0-d
+    float64 tensor of ``recipe.optimizer.lr``, ``weights.pt`` the stored weights when the file
+    has them (neither tool reads them; :func:`import_tensor_files` does); the rest of the recipe
+    has no place in these layouts. Everything loads with ``torch.load(..., weights_only=True)``.
+    Refuses to overwrite existing files.
     """
+    if layout not in ("mtt", "ddranking"):
+        raise ValueError(f"layout must be 'mtt' or 'ddranking', got {layout!r}")
     out_dir = Path(out_dir)
     with open_dd(dd_path) as dd:
-        tensors = {"images.pt": torch.from_numpy(dd.samples()), "labels.pt": torch.from_numpy(dd.labels().copy())}
+        images = torch.from_numpy(dd.samples())
+        labels = dd.labels()
+        weights = dd.stored_weights()
+        order = np.arange(len(labels))
+        if layout == "ddranking":
+            classes = dd.classes()
+            counts = np.bincount(classes, minlength=dd.num_classes)
+            if counts.min() != counts.max():
+                raise ValueError(f"{dd_path}: DD-Ranking infers labels from class order and needs the same number "
+                                 f"of images per class; this set has {counts.min()} to {counts.max()}")
+            order = np.argsort(classes, kind="stable")
+            images = to_model_units(images[torch.from_numpy(order)], dd.dataset)[0]
+        tensors = {"images.pt": images, "labels.pt": torch.from_numpy(np.ascontiguousarray(labels[order]))}
         lr = (dd.recipe.get("optimizer") or {}).get("lr")
         if isinstance(lr, (int, float)) and not isinstance(lr, bool):
             tensors["lr.pt"] = torch.tensor(float(lr), dtype=torch.float64)
-        weights = dd.stored_weights()
         if weights is not None:
-            tensors["weights.pt"] = torch.from_numpy(weights)
+            tensors["weights.pt"] = torch.from_numpy(np.ascontiguousarray(weights[order]))
     out_dir.mkdir(parents=True, exist_ok=True)
     for filename in tensors:
         if (out_dir / filename).exists():

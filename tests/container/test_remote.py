@@ -130,7 +130,8 @@ def test_server_without_range_support_says_to_download_the_file_first(served):
     try:
         url = f"{server.url}/set.dd"
         with pytest.raises(OSError, match="does not support HTTP range requests.*download the file first") as info:
-            ddformat.open(url)
+            with ddformat.open(url) as f:  # the first 16 KiB come whole; the error is at the first read past them
+                f.samples()
         assert info.value.filename == url
     finally:
         server.close()
@@ -145,3 +146,62 @@ def test_format_errors_over_http_name_the_url(served):
     with ddformat.open(url) as f:
         with pytest.raises(ChecksumError, match=re.escape(f"file '{url}'")):
             f.verify()
+
+
+def test_inspect_of_a_large_remote_file_reads_at_most_header_and_64_kib(tmp_path):
+    from ddformat.cli.main import main
+    from ddformat.container.layout import Container, PREAMBLE_SIZE
+    from ddformat import codecs
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, size=(2000, 3, 32, 32), dtype=np.uint8)
+    path = ddformat.save(tmp_path / "large.dd", x, np.arange(2000) % 10, weights=rng.integers(1, 50, size=2000),
+                         recipe={"weighting": {"scheme": "sqrt", "normalization": "global"}})
+    with Container(path, codecs.is_known) as local:
+        header_length = local.header_length
+    assert path.stat().st_size > 5_000_000
+    server = _RangeServer(tmp_path)
+    try:
+        assert main(["inspect", f"{server.url}/large.dd"]) == 0
+        assert 0 < server.bytes_sent <= PREAMBLE_SIZE + header_length + 2**16
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch):
+    """moto's S3 server on loopback, reached through s3fs (botocore reads the endpoint and keys
+    from the environment, as it would for any S3-compatible store)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield s3fs.S3FileSystem(endpoint_url=endpoint, key="testing", secret="testing")
+    s3fs.S3FileSystem.clear_instance_cache()
+    server.stop()
+
+
+def test_s3_url_through_s3fs_decodes_to_the_local_tensors(s3_endpoint, tmp_path):
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 256, size=(300, 3, 32, 32), dtype=np.uint8)
+    soft = rng.dirichlet(np.ones(5), size=300).astype(np.float32)
+    path = ddformat.save(tmp_path / "soft.dd", x, soft, weights=rng.random(300).astype(np.float32) + 0.1,
+                         recipe={"weighting": {"scheme": "explicit", "normalization": "global"}})
+    s3_endpoint.mkdir("sets")
+    s3_endpoint.put(str(path), "sets/soft.dd")
+    with ddformat.open("s3://sets/soft.dd") as remote, ddformat.open(path) as local:
+        assert np.array_equal(remote.samples(), local.samples())
+        assert np.array_equal(remote.labels(), local.labels())
+        assert np.array_equal(remote.loss_weights(), local.loss_weights())
+        remote.verify()
+    with pytest.raises(FileNotFoundError, match="no such file") as info:
+        ddformat.open("s3://sets/absent.dd")
+    assert info.value.filename == "s3://sets/absent.dd"
