@@ -113,7 +113,7 @@ def evaluate_file(
         if tuple(x_test.shape[1:]) != shape or len(realdata.class_names(test)) != num_classes:
             raise ValueError(f"{test} has {len(realdata.class_names(test))} classes of {tuple(x_test.shape[1:])} "
                              f"images; the file has {num_classes} classes of {shape} samples")
-        protocol = protocol_for(f.recipe, f.label_kind, **overrides)
+        protocol = protocol_for(f.recipe, "soft" if f.container.has("views") else f.label_kind, **overrides)
         zca = _zca(f, x_train)
         dataset_meta, counts, bpc = f.dataset, _class_counts(f), f.bpc
     test_x = real_to_sample_space(x_test, dataset_meta, zca)
