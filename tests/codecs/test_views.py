@@ -183,3 +183,27 @@ def test_unknown_view_schedule_is_a_header_error(tmp_path):
     with pytest.raises(HeaderError, match="view_schedule"):
         ddformat.save(tmp_path / "v.dd", np.zeros((2, 1, 2, 2), np.uint8), np.array([0, 1]),
                       recipe={"view_schedule": "sometimes"})
+
+
+@pytest.mark.parametrize("field, value, n, match", [
+    ("crops", [4, 0, 3, 1], 6, "crop box outside"),
+    ("mix_boxes", [1, 2, 1, 5], 6, "mix box outside"),
+    ("partners", 299, 300, "partner index outside"),
+    ("indices", [2, 2], 6, "repeats a class index"),
+    ("levels", [40, 40], 6, "levels exceed 64"),
+])
+def test_records_outside_the_sample_are_refused_even_when_their_streams_decode(monkeypatch, field, value, n, match):
+    """Streams that reproduce their histograms can still spell a record the spec forbids (the
+    alphabets bound each number, not their sums); the decoder names the view."""
+    rng = np.random.default_rng(5)
+    views = random_views(rng, 2, n, 3, 6, 6, 2, 6, mixed=1.0)
+    array = getattr(views, field)
+    array[1, 3] = value
+    if field == "partners":
+        views.partners[views.partners >= 299] = 0
+        views.partners[1, 3] = 300 + 211  # base-256 digits (255, 1): each digit is in its alphabet
+    lay = layout(n, 3, 6, 6)
+    monkeypatch.setattr("ddformat.codecs.views._check_views", lambda views, layout: None)
+    encoded = VIEWS.encode(views, lay, None)
+    with pytest.raises(DecodeError, match=rf"view \(round 1, sample 3\): {match}"):
+        VIEWS.decode(section(encoded), lay)
