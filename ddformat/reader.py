@@ -16,8 +16,10 @@ import numpy as np
 
 from . import codecs
 from .container.bits import bpc
+from .container.header import VIEW_SCHEDULES
 from .container.layout import Container
 from .container.sections import Layout, Section
+from .codecs.views import Views, check_expansion
 from .container.sources import ByteSource
 from .errors import DecodeError, FormatError, HeaderError, LimitError
 from .limits import DEFAULT_LIMITS, SAMPLE_DTYPES, Limits
@@ -211,6 +213,20 @@ class DDFile:
         return codec.decode(section, self.layout)
 
     @_names_file
+    def views(self) -> "Views | None":
+        """The stored per-view augmentation records and soft labels (spec § 3.8), if any."""
+        if not self.container.has("views"):
+            return None
+        codec, section = self._section("views")
+        check_expansion(section, self.layout, self.container.limits)
+        return codec.decode(section, self.layout)
+
+    @property
+    def view_schedule(self) -> str:
+        """Which stored round of views each epoch replays: the recipe's ``view_schedule``."""
+        return self.recipe.get("view_schedule") or VIEW_SCHEDULES[0]
+
+    @_names_file
     def loss_weights(self) -> np.ndarray:
         """Per-sample loss weights: the recipe's scheme applied, globally normalised if it says so."""
         w = self.recipe["weighting"]
@@ -234,7 +250,8 @@ class DDFile:
         """Check a whole file in the order of spec § 6: every section's CRC-32 and the content
         hash, then decode every section this reader knows, in table order."""
         self.verify_content_hash()
-        decoders = {"samples": self.samples, "labels": self.labels, "weights": self.loss_weights, "zca": self.zca}
+        decoders = {"samples": self.samples, "labels": self.labels, "weights": self.loss_weights, "zca": self.zca,
+                    "views": self.views}
         for entry in self.header.sections:
             if entry.kind in decoders:
                 decoders[entry.kind]()

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import __version__, codecs
 from .codecs.base import group_counts
+from .codecs.views import Views
 from .container.header import check_metadata
 from .container.sections import EncodedSection, Layout
 from .container.writing import Plan, plan, write_atomic
@@ -176,6 +177,7 @@ def save(
     weights_codec: str | None = None,
     codec_options: Mapping[str, Mapping[str, Any]] | None = None,
     zca: tuple[ArrayLike, ArrayLike] | None = None,
+    views: Views | None = None,
 ) -> Path:
     """Write a distilled set to ``path`` atomically and return the path.
 
@@ -189,6 +191,8 @@ def save(
     ``codec_options`` maps ``"samples" | "labels" | "weights"`` to keyword options of the codec.
     ``zca`` is the ``(mean, matrix)`` of the ZCA whitening the samples were distilled in
     (D and D×D for D features); consumers apply it to real data before comparing.
+    ``views`` are per-view augmentation records and teacher labels (:class:`~ddformat.codecs.views.Views`,
+    in the caller's sample order; ``codec_options["views"]`` go to their codec).
     """
     y = _numpy(labels)
     x = _samples(samples)
@@ -230,6 +234,7 @@ def save(
         x = samples_codec.take(x, order)
         y, classes = y[order], classes[order]
         w = None if w is None else w[order]
+        views = None if views is None else views.take(order)
     groups = group_counts(classes, num_classes)
 
     layout = Layout(n, num_classes, shape, dtype, DEFAULT_LIMITS.max_decoded_bytes)
@@ -244,6 +249,39 @@ def save(
         mean, matrix = _numpy(zca[0]), _numpy(zca[1])
         sections.append(_codec("zca", None, (mean, matrix), groups).encode(mean, matrix, layout))
 
+    if views is not None:
+        sections.append(_codec("views", None, views, groups).encode(views, layout, groups, **options.get("views", {})))
+
     planned = plan(dataset, provenance, recipe, sections)
+    _check_opens(planned)
+    return write_atomic(path, planned.write_to)
+
+
+def add_views(
+    source: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    views: Views,
+    *,
+    recipe: Mapping[str, Any] | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    codec_options: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``path``: the file ``source`` with ``views`` (in its stored sample order) added, or
+    replacing the views it has. Every other section is copied byte for byte, whatever its codec;
+    ``recipe`` keys and provenance ``parameters`` are merged into the source's."""
+    with DDFile(source) as f:
+        f.verify_content_hash()
+        layout = f.layout
+        groups = group_counts(f.classes(), f.num_classes)
+        sections = [EncodedSection(e.kind, e.codec, e.component, bytes(f.container.section(e.kind).data), e.params,
+                                   e.required, e.class_bytes, e.alignment)
+                    for e in f.header.sections if e.kind != "views"]
+        dataset = dict(f.dataset)
+        provenance = {k: v for k, v in f.provenance.items() if k != "content_hash"}
+        provenance["parameters"] = {**provenance.get("parameters", {}), **(parameters or {})}
+        merged = {**f.recipe, **(recipe or {})}
+    dataset, provenance, merged = check_metadata(dataset, provenance, _recipe(merged))
+    sections.append(_codec("views", None, views, groups).encode(views, layout, groups, **(codec_options or {})))
+    planned = plan(dataset, provenance, merged, sections)
     _check_opens(planned)
     return write_atomic(path, planned.write_to)

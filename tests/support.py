@@ -39,7 +39,12 @@ def decoded_digests(f: ddformat.DDFile) -> dict[str, str | None]:
         samples = {"samples": None, "latents": digest(latents.astype(np.int64))}
     else:
         samples = {"samples": digest(f.samples())}
-    return {**samples, "labels": digest(f.labels()), "weights": digest(f.stored_weights())}
+    out = {**samples, "labels": digest(f.labels()), "weights": digest(f.stored_weights())}
+    views = f.views()
+    if views is not None:  # int64 (V, N, 10 + 2k): crop, flip, partner, mix box, class indices, levels
+        out["views"] = digest(np.concatenate([views.crops, views.flips[..., None], views.partners[..., None],
+                                              views.mix_boxes, views.indices, views.levels], axis=-1).astype(np.int64))
+    return out
 
 
 def split_header(data: bytes) -> tuple[dict[str, Any], bytes]:

@@ -66,7 +66,7 @@ from ddformat.limits import DEFAULT_LIMITS, MAGIC, MAJOR, PREAMBLE_SIZE
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT / "spec" / "vectors" / "valid"
 EXPECT = ("refuse", "identical", "either", "any")
-KNOWN_KINDS = ("samples", "labels", "weights", "zca")
+KNOWN_KINDS = ("samples", "labels", "weights", "zca", "views")
 COMPONENTS = ("samples", "decoders", "entropy_networks", "labels", "weights", "other")
 CODEC_NAMES = ("pixels", "ruo", "grouped", "indices", "dense", "topk", "counts", "float", "matrix")
 MAX_NESTING = 32
@@ -1146,11 +1146,15 @@ def read_everything(path: Path) -> dict[str, str | None]:
         f.verify()
         f.loss_weights()
         zca = f.zca()
+        views = f.views()
         return {
             "samples": _digest(f.samples()),
             "labels": _digest(f.labels()),
             "weights": _digest(f.stored_weights()),
             "zca": None if zca is None else _digest(np.concatenate([zca[0][None], zca[1]])),
+            "views": None if views is None else _digest(np.concatenate(
+                [views.crops, views.flips[..., None], views.partners[..., None], views.mix_boxes, views.indices,
+                 views.levels], axis=-1).astype(np.int64)),
         }
 
 

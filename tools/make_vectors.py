@@ -26,10 +26,12 @@ import zstandard
 
 import ddformat
 from ddformat import codecs
+from ddformat.codecs import views as views_codec
 from ddformat.codecs.ruo import RuoSamples, RuoSlice, schedule
+from ddformat.codecs.views import Views, quantise_views
 from ddformat.container.bits import bit_account
 from ddformat.container.header import compress_header
-from ddformat.container.sections import EncodedSection, Layout, align
+from ddformat.container.sections import EncodedSection, Layout, Section, align
 from ddformat.container.writing import build
 from ddformat.limits import DEFAULT_LIMITS, MAGIC, PREAMBLE_SIZE
 from tests.support import decoded_digests, reseal, split_header, store_header
@@ -85,9 +87,60 @@ def valid_files(out: Path) -> dict[str, Path]:
     files["ruo_v5_rgb_streams"] = ddformat.save(
         out / "ruo_v5_rgb_streams.dd", _ruo_rgb_samples(), np.array([0, 1, 1, 2]), name="vector-ruo-v5",
         codec_options={"samples": {"samples_per_stream": 1, "weights_per_stream": 300}})
+    files["views_topk_cutmix"] = ddformat.save(
+        out / "views_topk_cutmix.dd", _rng_images(4, 6, (3, 6, 6), "uint8"), np.array([1, 0, 2, 0, 1, 2]),
+        num_classes=3, views=_views(4, rounds=2, n=6, num_classes=3, size=6), name="vector-views",
+        recipe={"loss": "kl", "temperature": 20.0, "regime": "sl", "view_schedule": "cycle"})
     files["unknown_optional_section"] = _with_extra_section(
         out / "unknown_optional_section.dd", EncodedSection("vendor.note", "utf8", "other", b"skip me", required=False))
     return files
+
+
+def _views(seed: int, rounds: int, n: int, num_classes: int, size: int) -> Views:
+    """Per-view records of every kind (mixed and unmixed views, an empty mix box) and the top-2
+    of random teacher distributions at 5 bits (spec § 3.8)."""
+    rng = np.random.default_rng(seed)
+    ch, cw = rng.integers(1, size + 1, (rounds, n)), rng.integers(1, size + 1, (rounds, n))
+    crops = np.stack([rng.integers(0, size - ch + 1), rng.integers(0, size - cw + 1), ch, cw], -1)
+    partners = np.where(rng.random((rounds, n)) < 0.6, rng.integers(0, n, (rounds, n)), -1)
+    mh, mw = rng.integers(0, size // 2 + 1, (rounds, n)), rng.integers(0, size // 2 + 1, (rounds, n))
+    boxes = np.stack([rng.integers(0, size - mh), rng.integers(0, size - mw), mh, mw], -1) * (partners >= 0)[..., None]
+    idx, q, kl = quantise_views(_soft(seed, rounds * n, num_classes).reshape(rounds, n, num_classes), 2, 5)
+    return Views(crops, rng.random((rounds, n)) < 0.5, partners, boxes, idx, q, 5, 20.0, kl)
+
+
+def views_invalid_files(data: bytes) -> dict[str, tuple[bytes, str]]:
+    """Invalid variants of the ``views_topk_cutmix`` vector (spec § 3.8)."""
+    def entry(h: dict[str, Any]) -> dict[str, Any]:
+        return next(s for s in h["sections"] if s["kind"] == "views")
+
+    def move_class_bytes(h: dict[str, Any]) -> None:
+        cb = entry(h)["class_bytes"]
+        cb[0], cb[1] = cb[0] + 4, cb[1] - 4
+
+    def outside(h: dict[str, Any]) -> None:
+        # A crop box that runs past the sample, coded so that every stream reproduces its histogram.
+        layout = Layout(h["dataset"]["num_samples"], h["dataset"]["num_classes"], tuple(h["dataset"]["sample_shape"]),
+                        h["dataset"]["sample_dtype"], DEFAULT_LIMITS.max_decoded_bytes)
+        views = views_codec.VIEWS.decode(Section("views", views_codec.VIEWS.name, "labels", 0, len(entry(h)["_body"]),
+                                                 entry(h)["params"], entry(h)["_body"], entry(h)["class_bytes"]), layout)
+        views.crops[1, 2] = [5, 0, 6, 1]
+        check, views_codec._check_views = views_codec._check_views, lambda v, lay: None
+        try:
+            encoded = views_codec.VIEWS.encode(views, layout, entry(h)["params"]["frame_rows"])
+        finally:
+            views_codec._check_views = check
+        entry(h).update(_body=bytes(encoded.data), params=encoded.params, class_bytes=encoded.class_bytes)
+
+    return {
+        "views_class_bytes_moved": (reseal(data, move_class_bytes), "DecodeError"),
+        "views_rounds_past_expansion_limit": (reseal(data, lambda h: entry(h)["params"].update(rounds=65536)),
+                                              "LimitError"),
+        "views_marked_optional": (reseal(data, lambda h: entry(h).update(required=False)), "HeaderError"),
+        "views_crop_outside_sample": (reseal(data, outside), "DecodeError"),
+        "recipe_unknown_view_schedule": (reseal(data, lambda h: h["recipe"].update(view_schedule="sometimes")),
+                                         "HeaderError"),
+    }
 
 
 def _ruo_samples() -> RuoSamples:
@@ -361,6 +414,7 @@ def main() -> None:
     dataset, sections = _base_sections()
     invalid = invalid_files(build(dataset, _PROVENANCE, _RECIPE, sections))
     invalid |= ruo_invalid_files((valid_dir / "ruo_two_slices.dd").read_bytes())
+    invalid |= views_invalid_files((valid_dir / "views_topk_cutmix.dd").read_bytes())
     invalid |= {name: (data, FROZEN[name]) for name, data in frozen.items()}
     for name, (data, error) in invalid.items():
         (invalid_dir / f"{name}.dd").write_bytes(data)

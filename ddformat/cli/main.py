@@ -284,6 +284,64 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _views_summary(report: dict[str, Any]) -> str:
+    kl = report["kl_to_teacher"]
+    return (f"wrote {report['file']}: {report['views']} views ({report['rounds']} rounds, top-{report['k']} at "
+            f"{report['bits']} bits)\n  label bits {report['label_bits']} ({report['label_bits_per_class']:.6g} per "
+            f"class, {report['bits_per_view']:.4g} per view), {report['ratio_to_fp16']:.4g}x fewer than fp16 "
+            f"per-view labels; mean KL to the unquantised teacher "
+            f"{'unknown' if kl is None else format(kl, '.4g')} nats; bpc {report['bpc']!r}")
+
+
+@command("relabel", "store a teacher's soft labels for V augmented views of every sample (FKD-style)",
+         arg("file", help=".dd file to relabel"),
+         arg("out", help=".dd file to write: the same sections plus the views"),
+         arg("--teacher", required=True, help="teacher state dict (.safetensors, or .pt read with weights_only=True)"),
+         arg("--arch", required=True, help="teacher network, e.g. convnet-d3, resnet18"),
+         arg("--views", type=int, required=True, help="rounds of views: one view per sample each"),
+         arg("--topk", type=int, required=True, help="teacher probabilities kept per view"),
+         arg("--bits", type=int, required=True, help="quantisation levels 2^BITS"),
+         arg("--batch-size", type=int, default=256, help="views per batch, CutMix partners within it (default 256)"),
+         arg("--temperature", type=float, default=20.0, help="teacher softmax temperature (default 20)"),
+         arg("--no-cutmix", action="store_true", help="crops and flips only"),
+         arg("--seed", type=int, default=0, help="seed of the drawn augmentations"),
+         arg("--device", default="cpu", help="cpu (default) or cuda"),
+         arg("--json", action="store_true", help="print one JSON object"))
+def run_relabel(args: argparse.Namespace) -> int:
+    from ..evaluation.relabel import relabel
+    from ..evaluation.teachers import load_teacher
+
+    with open_dd(args.file) as dd:
+        shape, num_classes = dd.dataset["sample_shape"], dd.num_classes
+    teacher = load_teacher(args.teacher, args.arch, shape[0], num_classes, tuple(shape[1:]))
+    report = relabel(args.file, args.out, teacher, rounds=args.views, k=args.topk, bits=args.bits,
+                     batch_size=args.batch_size, temperature=args.temperature, mix=not args.no_cutmix,
+                     seed=args.seed, device=args.device, progress=not args.json)
+    print(json.dumps(report, indent=2) if args.json else _views_summary(report))
+    return 0
+
+
+@command("import-fkd", "add FKD / SRe2L relabel output (epoch_*/batch_*.tar) to a .dd file as views",
+         arg("file", help=".dd file of the images the soft labels were made for, in ImageFolder order"),
+         arg("fkd_dir", help="directory holding epoch_0/, epoch_1/, ..."),
+         arg("out", help=".dd file to write"),
+         arg("--topk", type=int, required=True, help="teacher probabilities kept per view"),
+         arg("--bits", type=int, required=True, help="quantisation levels 2^BITS"),
+         arg("--temperature", type=float, default=20.0, help="softmax temperature for the logits (default 20)"),
+         arg("--fkd-seed", type=int, default=42, help="the relabel run's --fkd-seed (its batch order; default 42)"),
+         arg("--epochs", type=int, default=None, help="import only the first N epochs (label pruning)"),
+         arg("--json", action="store_true", help="print one JSON object"))
+def run_import_fkd(args: argparse.Namespace) -> int:
+    from ..evaluation.relabel import views_report
+    from ..interop.fkd import import_fkd
+
+    import_fkd(args.file, args.fkd_dir, args.out, k=args.topk, bits=args.bits, temperature=args.temperature,
+               seed=args.fkd_seed, epochs=args.epochs, progress=not args.json)
+    report = views_report(args.out)
+    print(json.dumps(report, indent=2) if args.json else _views_summary(report))
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
 
 

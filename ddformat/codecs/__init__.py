@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import UnsupportedError
-from . import hard_labels, pixels, ruo, soft_labels, weights, zca
+from . import hard_labels, pixels, ruo, soft_labels, views, weights, zca
 from .base import AuxReader, LabelsCodec, SamplesCodec, WeightsCodec, ZCACodec
 
-KINDS = ("samples", "labels", "weights", "zca")
+KINDS = ("samples", "labels", "weights", "zca", "views")
 _REGISTRY: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
 
 
@@ -60,6 +60,7 @@ for _codec in (hard_labels.GROUPED, hard_labels.INDICES, soft_labels.DENSE, soft
 for _codec in (weights.COUNTS, weights.FLOAT):
     register("weights", _codec)
 register("zca", zca.ZCA_MATRIX)
+register("views", views.VIEWS)
 
 __all__ = ["AuxReader", "KINDS", "LabelsCodec", "SamplesCodec", "WeightsCodec", "ZCACodec",
            "candidates", "is_known", "lookup", "names", "register"]

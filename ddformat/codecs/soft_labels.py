@@ -171,6 +171,18 @@ def _expand(idx: np.ndarray, q: np.ndarray, num_classes: int, scale: int) -> np.
     return out
 
 
+def quantise_top_k(probs: np.ndarray, k: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of probabilities (n, K), each summing to 1, as the ``topk`` rule stores them: the
+    indices of the ``k`` largest, largest first (int64), and their levels out of ``2**bits``."""
+    idx = _top_k(probs, k)
+    return idx, _quantise(probs, idx, 2**bits)
+
+
+def expand_top_k(idx: np.ndarray, levels: np.ndarray, num_classes: int, bits: int) -> np.ndarray:
+    """The float32 distributions (n, K) that stored top-k indices and levels stand for."""
+    return _expand(idx, levels, num_classes, 2**bits)
+
+
 def _level_tables(k: int, bits: int) -> int:
     """Per-rank level histograms (levels of rank 0 are large, later ranks small) unless the
     tables would be unreasonably many entries; then one shared histogram."""
@@ -198,9 +210,8 @@ class TopKSoftLabels:
         p = probs.astype(np.float64)
         if len(p):
             p /= p.sum(axis=1, keepdims=True)
-        idx = _top_k(p, k)
-        q = _quantise(p, idx, scale)
-        kl = mean_kl(p, _expand(idx, q, layout.num_classes, scale))
+        idx, q = quantise_top_k(p, k, bits)
+        kl = mean_kl(p, expand_top_k(idx, q, layout.num_classes, bits))
         index_counts = np.bincount(idx.reshape(-1), minlength=layout.num_classes)
         if _level_tables(k, bits) == k:
             levels = [q[:, j] for j in range(k)]

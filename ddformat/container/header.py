@@ -39,6 +39,8 @@ from .sections import COMPONENTS, align
 
 LOSSES = ("ce", "kl")
 REGIMES = ("hl", "sl", "sl+kd")
+VIEW_SCHEDULES = ("cycle", "shuffle")
+"""How epochs map to stored rounds of views (spec § 3.8): ``cycle`` (the default) or ``shuffle``."""
 """Label regimes of paper 002: hard labels, stored soft labels, soft labels from a teacher."""
 MAX_NESTING = 32
 FLOAT32_SAFE_MAX = 2.0**126
@@ -455,6 +457,8 @@ def _recipe(c: _Checker, obj: Any) -> dict[str, Any]:
     out["temperature"] = c.float(r.get("temperature", 1.0), "recipe.temperature", 0.0, inclusive=False)
     if r.get("regime") is not None:
         out["regime"] = c.str(r["regime"], "recipe.regime", REGIMES)
+    if r.get("view_schedule") is not None:
+        out["view_schedule"] = c.str(r["view_schedule"], "recipe.view_schedule", VIEW_SCHEDULES)
     w = c.map(r.get("weighting", {}), "recipe.weighting")
     out["weighting"] = {
         "scheme": c.str(w.get("scheme", "uniform"), "recipe.weighting.scheme", WEIGHT_SCHEMES),

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..torch.views import box_masks, resized_crops
+
 Step = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
@@ -219,25 +221,35 @@ class RandomResizedCropFlip:
             return height, round(height * self.ratio[1])
         return height, width
 
+    def draw(self, n: int, height: int, width: int,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, 4) crop boxes (:meth:`crop_boxes`) and (n,) bool mirror flags, drawn in that order:
+        the record of a view (spec § 3.8) that :meth:`__call__` applies."""
+        boxes = self.crop_boxes(n, height, width, generator)
+        return boxes, torch.rand(n, generator=generator, dtype=torch.float64) < self.flip
+
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Crops of ``x`` resized to ``size``, each mirrored with probability ``flip``."""
         _check_images(x)
-        n, c, height, width = x.shape
-        top, left, h, w = self.crop_boxes(n, height, width, generator).double().unbind(1)
-        mirror = torch.rand(n, generator=generator, dtype=torch.float64) < self.flip
-        # Output edges [-1, 1] map onto the crop's pixel edges, in grid_sample's normalised units.
-        sx = torch.where(mirror, -w / width, w / width)
-        sy = h / height
-        zero = torch.zeros_like(sx)
-        theta = torch.stack([torch.stack([sx, zero, (2 * left + w) / width - 1], 1),
-                             torch.stack([zero, sy, (2 * top + h) / height - 1], 1)], 1)
-        out_h, out_w = self.size or (height, width)
-        grid = F.affine_grid(theta.to(x.device, x.dtype), [n, c, out_h, out_w], align_corners=False)
-        # Normalised centres of the crop's first and last pixels, per sample and axis (x, y).
-        first = torch.stack([(2 * left + 1) / width, (2 * top + 1) / height], 1) - 1
-        last = torch.stack([(2 * (left + w) - 1) / width, (2 * (top + h) - 1) / height], 1) - 1
-        grid = grid.clamp(first.to(grid).view(n, 1, 1, 2), last.to(grid).view(n, 1, 1, 2))
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        n, _, height, width = x.shape
+        return resized_crops(x, *self.draw(n, height, width, generator), self.size)
+
+
+def draw_cutmix(n: int, height: int, width: int, alpha: float = 1.0,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """What :func:`cutmix` draws for a batch of ``n``: the partner permutation, the pasted box
+    ``(top, left, height, width)`` (int64 (4,)) and the kept fraction ``lam`` (after clipping)."""
+    perm = torch.randperm(n, generator=generator)
+    # torch has no generator-driven Beta sampler: a numpy generator seeded from ``generator`` draws the box.
+    rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
+    lam = float(rng.beta(alpha, alpha))
+    cut = math.sqrt(1.0 - lam)
+    cut_h, cut_w = int(height * cut), int(width * cut)
+    cy, cx = int(rng.integers(height)), int(rng.integers(width))
+    y0, y1 = np.clip([cy - cut_h // 2, cy + cut_h // 2], 0, height)
+    x0, x1 = np.clip([cx - cut_w // 2, cx + cut_w // 2], 0, width)
+    lam = 1.0 - float((y1 - y0) * (x1 - x0)) / (height * width)
+    return perm, torch.tensor([int(y0), int(x0), int(y1 - y0), int(x1 - x0)]), lam
 
 
 def cutmix(
@@ -270,20 +282,10 @@ def cutmix(
         raise ValueError("cutmix needs num_classes to one-hot encode class-index labels")
     else:
         probs = F.one_hot(y.long(), num_classes).to(torch.float32)
-    perm = torch.randperm(n, generator=generator).to(x.device)
-    # torch has no generator-driven Beta sampler: a numpy generator seeded from ``generator`` draws the box.
-    rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
-    lam = float(rng.beta(alpha, alpha))
-    cut = math.sqrt(1.0 - lam)
-    cut_h, cut_w = int(height * cut), int(width * cut)
-    cy, cx = int(rng.integers(height)), int(rng.integers(width))
-    y0, y1 = np.clip([cy - cut_h // 2, cy + cut_h // 2], 0, height)
-    x0, x1 = np.clip([cx - cut_w // 2, cx + cut_w // 2], 0, width)
-    lam = 1.0 - float((y1 - y0) * (x1 - x0)) / (height * width)
-    rows = torch.arange(height, device=x.device).view(height, 1)
-    cols = torch.arange(width, device=x.device).view(1, width)
-    box = (rows >= int(y0)) & (rows < int(y1)) & (cols >= int(x0)) & (cols < int(x1))
-    mixed = torch.where(box, x.index_select(0, perm), x)
+    perm, box, lam = draw_cutmix(n, height, width, alpha, generator)
+    perm = perm.to(x.device)
+    inside = box_masks(box.view(1, 4).to(x.device), height, width)[0]
+    mixed = torch.where(inside, x.index_select(0, perm), x)
     probs = lam * probs + (1.0 - lam) * probs.index_select(0, perm)
     if w is not None:
         w = lam * w + (1.0 - lam) * w.index_select(0, perm)

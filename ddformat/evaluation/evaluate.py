@@ -122,7 +122,7 @@ def evaluate_file(
     with DDFile(path) as f:
         (x_train, y_train), (x_test, y_test), zca = real_data_for(f, test)
         shape, num_classes = tuple(f.dataset["sample_shape"]), f.num_classes
-        protocol = protocol_for(f.recipe, f.label_kind, **overrides)
+        protocol = protocol_for(f.recipe, "soft" if f.container.has("views") else f.label_kind, **overrides)
         dataset_meta, counts, bpc = f.dataset, _class_counts(f), f.bpc
     test_x = real_to_sample_space(x_test, dataset_meta, zca)
     teacher_model = None

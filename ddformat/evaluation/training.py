@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from ..container.header import REGIMES
 from ..torch.dataset import DeviceLoader, DistilledDataset
 from ..torch.losses import soft_kl, weighted_cross_entropy
+from ..torch.views import ViewReplay
 from .augment import build_augmentation, cutmix
 from .models import canonical_architecture
 
@@ -141,6 +142,8 @@ class TrainingSet:
     labels: torch.Tensor
     weights: torch.Tensor
     num_classes: int
+    views: ViewReplay | None = None
+    """Stored views to replay (a :class:`DistilledDataset` of a file with a ``views`` section)."""
 
     def __post_init__(self) -> None:
         x, y, w = self.samples, self.labels, self.weights
@@ -175,7 +178,7 @@ class TrainingSet:
         if isinstance(data, TrainingSet):
             return data
         if isinstance(data, DistilledDataset):
-            return cls(data.samples, data.labels, data.weights, num_classes or data.num_classes)
+            return cls(data.samples, data.labels, data.weights, num_classes or data.num_classes, data.views)
         if isinstance(data, Dataset):
             items = [data[i] for i in range(len(data))]
             if not items or any(not isinstance(item, (tuple, list)) or len(item) not in (2, 3) for item in items):
@@ -202,7 +205,7 @@ class TrainingSet:
 
     @property
     def label_kind(self) -> str:
-        return "soft" if self.labels.is_floating_point() else "hard"
+        return "soft" if self.labels.is_floating_point() or self.views is not None else "hard"
 
     def __len__(self) -> int:
         return self.samples.shape[0]
@@ -244,6 +247,10 @@ def train_student(
     takes the samples of ``rank`` (see :class:`~ddformat.torch.DeviceLoader`: padded by wrapping
     around when N does not divide) in batches of ``ceil(batch_size / world_size)``, so the
     protocol's batch size stays the global one; augmentation draws differ by rank.
+
+    A set with stored views trains, under ``sl`` and ``sl+kd``, on the views the loader replays
+    (their records are the augmentation: the protocol's augmentation and CutMix are not applied on
+    top) with their stored labels.
     """
     dataset = TrainingSet.of(data, num_classes)
     if protocol.regime == "sl" and dataset.label_kind != "soft":
@@ -256,12 +263,13 @@ def train_student(
     model.to(device).train()
     if teacher is not None:
         teacher.to(device).eval()
-    augment = build_augmentation(protocol.augmentation)
-    mix = "cutmix" in (a.lower() for a in protocol.augmentation)
+    replay = dataset.views is not None and protocol.regime != "hl"
+    augment = None if replay else build_augmentation(protocol.augmentation)
+    mix = not replay and "cutmix" in (a.lower() for a in protocol.augmentation)
     normalization = protocol.weighting["normalization"]
     optimizer = _optimizer(model, protocol)
     loader = DeviceLoader(dataset, math.ceil(protocol.batch_size / world_size), shuffle=True, seed=seed, rank=rank,
-                          world_size=world_size)
+                          world_size=world_size, replay=replay)
     total, warmup = protocol.epochs * len(loader), protocol.warmup_epochs * len(loader)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(protocol, s, total, warmup))
     mixer = torch.Generator().manual_seed(seed * world_size + rank)

@@ -6,5 +6,6 @@ what stored values mean to a model.
 """
 
 from .dataset import DeviceLoader, DistilledDataset, ResidentSet, samples_tensor
+from .views import ViewReplay
 
-__all__ = ["DeviceLoader", "DistilledDataset", "ResidentSet", "samples_tensor"]
+__all__ = ["DeviceLoader", "DistilledDataset", "ResidentSet", "ViewReplay", "samples_tensor"]

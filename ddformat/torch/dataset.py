@@ -20,6 +20,7 @@ from ..container.sources import ByteSource
 from ..limits import DEFAULT_LIMITS, Limits
 from ..reader import DDFile
 from .values import to_model_units
+from .views import ViewReplay
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -58,6 +59,9 @@ class DistilledDataset(Dataset):
     float32 loss weight (the recipe's scheme, globally normalised if the recipe says so).
     Pass ``normalize=False`` to keep samples in ``value_range`` units when the file carries
     normalisation statistics that were not applied yet.
+
+    A file with stored views (spec § 3.8) also has :attr:`views`, a :class:`ViewReplay`; its
+    :meth:`loader` then yields each epoch's views with their soft labels (see :class:`DeviceLoader`).
     """
 
     def __init__(
@@ -78,6 +82,9 @@ class DistilledDataset(Dataset):
             self.samples, self.normalized = to_model_units(samples_tensor(file, self.device), file.dataset, normalize)
             self.labels: torch.Tensor = torch.from_numpy(file.labels()).to(self.device)
             self.weights: torch.Tensor = torch.from_numpy(file.loss_weights()).to(self.device)
+            views = file.views()
+            self.views: ViewReplay | None = None if views is None else ViewReplay(
+                views, self.samples, self.num_classes, file.view_schedule)
             file.verify_content_hash()
 
     @property
@@ -117,10 +124,12 @@ class DistilledDataset(Dataset):
         world_size: int = 1,
         epoch: int = 0,
         batch_transform: Transform | None = None,
+        replay: bool = True,
     ) -> "DeviceLoader":
-        """Worker-free batches ``(x, y, w)`` indexed from the resident tensors; see :class:`DeviceLoader`."""
+        """Worker-free batches ``(x, y, w)`` indexed from the resident tensors, or the stored views
+        replayed (``replay``, when the file has views); see :class:`DeviceLoader`."""
         return DeviceLoader(self, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed, rank=rank,
-                            world_size=world_size, epoch=epoch, batch_transform=batch_transform)
+                            world_size=world_size, epoch=epoch, batch_transform=batch_transform, replay=replay)
 
 
 class DeviceLoader:
@@ -137,6 +146,14 @@ class DeviceLoader:
     The dataset's per-sample ``transform`` is not used here; ``batch_transform`` is applied to
     each whole batch instead, so augmentation runs as a few batched tensor operations on the
     device rather than B small ones.
+
+    When the dataset has stored views (a ``views`` :class:`ViewReplay`, as a
+    :class:`DistilledDataset` of a file with a ``views`` section has) and ``replay`` is true, an
+    epoch replays the round of views its schedule picks (``recipe.view_schedule``, drawn from
+    ``seed`` under ``shuffle``): a batch is the views of its samples, rebuilt from their records
+    on the device (``batch_transform`` after that, if given), with their stored probabilities as
+    labels and their samples' weights. Ranks take disjoint samples, hence disjoint views, and one
+    epoch replays each view of its round once when ``world_size`` divides N.
     """
 
     def __init__(
@@ -151,6 +168,7 @@ class DeviceLoader:
         world_size: int = 1,
         epoch: int = 0,
         batch_transform: Transform | None = None,
+        replay: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -165,6 +183,7 @@ class DeviceLoader:
         self.world_size = world_size
         self.epoch = epoch
         self.batch_transform = batch_transform
+        self.replay: ViewReplay | None = getattr(dataset, "views", None) if replay else None
         n = len(dataset)
         self.num_samples = n // world_size if drop_last else math.ceil(n / world_size)
 
@@ -192,13 +211,17 @@ class DeviceLoader:
     def __iter__(self) -> Iterator[Batch]:
         epoch = self.epoch
         self.epoch += 1
-        return self._batches(self.indices(epoch).to(self.dataset.device))
+        return self._batches(self.indices(epoch).to(self.dataset.device), epoch)
 
-    def _batches(self, order: torch.Tensor) -> Iterator[Batch]:
-        ds = self.dataset
+    def _batches(self, order: torch.Tensor, epoch: int) -> Iterator[Batch]:
+        ds, replay = self.dataset, self.replay
+        round_ = None if replay is None else replay.round_of(epoch, self.seed)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             i = order[start:start + self.batch_size]
-            x = ds.samples.index_select(0, i)  # several times faster than x[i] on CPU
+            if replay is None:
+                x, y = ds.samples.index_select(0, i), ds.labels.index_select(0, i)  # faster than x[i] on CPU
+            else:
+                x, y = replay.inputs(round_, i), replay.labels(round_, i)
             if self.batch_transform is not None:
                 x = self.batch_transform(x)
-            yield x, ds.labels.index_select(0, i), ds.weights.index_select(0, i)
+            yield x, y, ds.weights.index_select(0, i)
