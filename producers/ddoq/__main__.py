@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import torch
 import torch.distributed as dist
 
 import ddformat
@@ -86,5 +85,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    torch.set_grad_enabled(False)
     sys.exit(main())

@@ -8,7 +8,9 @@ starting latent of an image-to-image DDIM run at ``strength`` (noised that far t
 then denoised with the class as condition), and the VAE decodes the result. The file stores the
 counts with the ``counts`` weights codec and names the weighting in its recipe: ``uniform`` (D4M),
 ``sqrt`` (Eq. 34, √K·√(v/Σv)) or ``proportional`` (direct, v/Σv); consumers derive the weights
-from the same counts with :func:`ddformat.loss_weights`, so one file serves all three.
+from the same counts with :func:`ddformat.weighting.loss_weights`, so one file serves all three.
+Provenance records the prior (path and hash), the time of each step and, per class, the W2
+distance from its centroids to its latents under uniform and under count masses (Table 1).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import ddformat
 from producers.common import RealData
 from producers.common.diffusion import LatentPrior, pixels
 
-from .cluster import CLUSTERINGS, Quantization, quantize
+from .cluster import CLUSTERINGS, Quantization, quantize, w2
 
 SCHEMES = {"uniform": "D4M: every sample weighs 1", "sqrt": "DDOQ Eq. 34: sqrt(K * v / sum v)",
            "proportional": "direct: v / sum v"}
@@ -61,13 +63,15 @@ class DdoqConfig:
 
 @dataclass
 class ClassResult:
-    """One class distilled: its latents before and after Step 3, images, counts and step times."""
+    """One class distilled: its latents after Step 3, images, counts, step times and the W2
+    distances of its centroids to the class's latents under uniform and count masses."""
 
     label: int
     quantization: Quantization
     latents: np.ndarray
     images: torch.Tensor
     seconds: dict[str, float]
+    w2: dict[str, float]
 
 
 def check_prior(prior: LatentPrior, data: RealData) -> None:
@@ -90,9 +94,10 @@ def distill_class(prior: LatentPrior, images: torch.Tensor, label: int, config: 
     start = time.perf_counter()
     latents = prior.encode(images)
     encoded = time.perf_counter()
-    q = quantize(latents.flatten(1).double().cpu().numpy(), config.ipc, config.clustering,
-                 rng=np.random.default_rng(seed), epochs=config.cluster_epochs)
+    flat = latents.flatten(1).double().cpu().numpy()
+    q = quantize(flat, config.ipc, config.clustering, rng=np.random.default_rng(seed), epochs=config.cluster_epochs)
     clustered = time.perf_counter()
+    distances = {"uniform": w2(flat, q.centroids, np.ones(config.ipc)), "counts": w2(flat, q.centroids, q.counts)}
     centroids = torch.from_numpy(q.centroids).to(torch.float32).reshape(config.ipc, *latents.shape[1:])
     generator = torch.Generator(device=prior.device).manual_seed(seed)
     denoised = prior.denoise(centroids, torch.full((config.ipc,), label), strength=config.strength,
@@ -100,7 +105,8 @@ def distill_class(prior: LatentPrior, images: torch.Tensor, label: int, config: 
     synthesized = prior.decode(denoised)
     decoded = time.perf_counter()
     return ClassResult(label, q, denoised.cpu().numpy(), synthesized,
-                       {"encode": encoded - start, "cluster": clustered - encoded, "decode": decoded - clustered})
+                       {"encode": encoded - start, "cluster": clustered - encoded, "decode": decoded - clustered},
+                       distances)
 
 
 def distill(prior: LatentPrior, data: RealData, config: DdoqConfig, labels: Sequence[int] | None = None, *,
@@ -131,6 +137,7 @@ def save_result(path: str | Path, results: Sequence[ClassResult], data: RealData
     counts = np.concatenate([r.quantization.counts for r in results])
     seconds = {step: sum(r.seconds[step] for r in results) for step in ("encode", "cluster", "decode")}
     parameters = {**config.to_dict(), "prior": prior, "seconds": seconds,
+                  "latent_w2": {scheme: [r.w2[scheme] for r in results] for scheme in ("uniform", "counts")},
                   "steps_meaning": "clvq: paper 001 Algorithm 2; d4m: Appendix E Algorithm 4; weights: "
                                    + SCHEMES[config.weighting]}
     method = "ddoq" if config.clustering == "clvq" else "d4m"

