@@ -125,6 +125,7 @@ def markdown(result: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="mnist")
+    parser.add_argument("--classes", type=int, help="only the first N classes (no students: they test on all)")
     parser.add_argument("--prior", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--ipcs", default="10,50")
@@ -142,7 +143,7 @@ def main() -> None:
     lrs = [float(v) for v in args.lrs.split(",") if v]
     args.out.mkdir(parents=True, exist_ok=True)
     prior = LatentPrior.load(args.prior)
-    real = RealData.load(args.data)
+    real = RealData.load(args.data, args.classes)
     config = DdoqConfig(ipc=ipcs[0], cluster_epochs=args.cluster_epochs, strength=args.strength, steps=args.steps,
                         seed=seeds[0])
     prior_info = {"path": str(args.prior), "sha256": directory_hash(args.prior), "source": prior.source}
