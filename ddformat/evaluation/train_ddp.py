@@ -78,10 +78,8 @@ def train_distributed(
     rank, world_size = dist.get_rank(), dist.get_world_size()
     device = dataset.device
     wrapped = DistributedDataParallel(model.to(device), device_ids=[device] if device.type == "cuda" else None)
-    curve = train_student(dataset, wrapped, protocol, seed=seed, progress=progress and rank == 0, rank=rank,
-                          world_size=world_size,
-                          evaluate=None if evaluate is None else (lambda _: evaluate(model)))
-    return curve
+    return train_student(dataset, wrapped, protocol, seed=seed, progress=progress and rank == 0, rank=rank,
+                         world_size=world_size, evaluate=None if evaluate is None else (lambda _: evaluate(model)))
 
 
 def epoch_share(dataset: DistilledDataset, world_size: int) -> dict[str, int]:
