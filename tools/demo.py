@@ -38,7 +38,7 @@ from ddformat.evaluation.evaluate import evaluate_file
 from producers.common import RealData
 from producers.ruo.distill import RuoConfig, distill, recipe, save_result
 from tests.support import kmeans_prototypes
-from tools.rate_utility import _largest_fitting, _subset
+from tools.rate_utility import largest_fitting, class_subset
 
 
 def equal_bits_demo(args: argparse.Namespace) -> None:
@@ -58,7 +58,7 @@ def equal_bits_demo(args: argparse.Namespace) -> None:
     cli.main(["inspect", str(ruo_path), "--plot", str(out / "ruo_bits.png")])
 
     def pixels_file(ipc: int, path: Path) -> Path:
-        xs, ys = _subset(x_train, y_train, ipc, args.seed)
+        xs, ys = class_subset(x_train, y_train, ipc, args.seed)
         return ddformat.save(path, xs, ys, num_classes=10, class_names=realdata.class_names("mnist"),
                              name=f"mnist-random-ipc{ipc}", recipe=recipe(config))
 
@@ -67,7 +67,7 @@ def equal_bits_demo(args: argparse.Namespace) -> None:
             with ddformat.open(pixels_file(ipc, Path(tmp) / "probe.dd")) as f:
                 return f.bpc
 
-        ipc = max(_largest_fitting(budget, pixels_bpc), 1)
+        ipc = max(largest_fitting(budget, pixels_bpc), 1)
     pixels_path = pixels_file(ipc, out / f"mnist_pixels_ipc{ipc}.dd")
     for path, name in ((ruo_path, "ruo"), (pixels_path, "pixels")):
         cli.main(["preview", str(path), "--out", str(out / f"{name}_preview.png"), "--scale", "2"])

@@ -50,14 +50,16 @@ from producers.ruo.distill import SEARCHES, BudgetError, RuoConfig, distill_to_b
 NUM_CLASSES = 10
 
 
-def _subset(x: torch.Tensor, y: torch.Tensor, ipc: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def class_subset(x: torch.Tensor, y: torch.Tensor, ipc: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ipc`` random images of each class (all of a class that has fewer), class by class."""
     g = torch.Generator().manual_seed(seed)
     idx = torch.cat([torch.nonzero(y == c).flatten()[torch.randperm(int((y == c).sum()), generator=g)[:ipc]]
                      for c in range(NUM_CLASSES)])
     return x[idx], y[idx]
 
 
-def _largest_fitting(budget: float, bits_for: Callable[[int], float], limit: int = 400) -> int:
+def largest_fitting(budget: float, bits_for: Callable[[int], float], limit: int = 400) -> int:
+    """The most images per class (up to ``limit``) whose bits per class stay within ``budget``."""
     ipc = 0
     while ipc < limit and bits_for(ipc + 1) <= budget:
         ipc += 1
@@ -115,15 +117,15 @@ def run(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, real: RealDa
     with tempfile.TemporaryDirectory(prefix=f"rate-utility-{seed}-") as tmp_name:
         tmp = Path(tmp_name)
         for budget, spc in tqdm(list(zip(budgets, ruo_spc)), desc="budgets"):
-            ipc = _largest_fitting(budget, lambda k: _pixels_bpc(*_subset(x, y, k, seed), tmp))
+            ipc = largest_fitting(budget, lambda k: _pixels_bpc(*class_subset(x, y, k, seed), tmp))
             if ipc and todo("random-pixels", budget):
-                xs, ys = _subset(x, y, ipc, seed)
+                xs, ys = class_subset(x, y, ipc, seed)
                 path = ddformat.save(args.out / f"random-pixels-{budget:.0f}-{seed}.dd", xs, ys)
                 evaluate("random-pixels", budget, path, _pixels_bpc(xs, ys, tmp), ipc)
             if ipc and todo("dm-pixels", budget):
                 k = ipc  # DM images compress worse than real ones: rescale by the bits they took, then shrink
                 while k:
-                    xk, yk = _subset(x, y, k, seed)
+                    xk, yk = class_subset(x, y, k, seed)
                     dm = dm_pixels(real, xk, yk, args.dm_iterations, seed, args.batch_real)
                     path = ddformat.save(args.out / f"dm-pixels-{budget:.0f}-{seed}.dd", dm, yk, name="mnist-dm-pixels")
                     with ddformat.open(path) as f:
@@ -135,10 +137,10 @@ def run(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, real: RealDa
             for fmt in ("JPEG", "WEBP"):
                 if not todo(f"random-{fmt.lower()}", budget):
                     continue
-                k = _largest_fitting(budget, lambda k: 8 * _codec_bytes(_subset(x, y, k, seed)[0], fmt,
+                k = largest_fitting(budget, lambda k: 8 * _codec_bytes(class_subset(x, y, k, seed)[0], fmt,
                                                                           args.quality)[0] / NUM_CLASSES)
                 if k:
-                    xs, ys = _subset(x, y, k, seed)
+                    xs, ys = class_subset(x, y, k, seed)
                     nbytes, decoded = _codec_bytes(xs, fmt, args.quality)
                     path = ddformat.save(tmp / f"{fmt}.dd", decoded, ys)
                     evaluate(f"random-{fmt.lower()}", budget, path, 8 * nbytes / NUM_CLASSES, k)
