@@ -97,13 +97,13 @@ def distill_class(prior: LatentPrior, images: torch.Tensor, label: int, config: 
     flat = latents.flatten(1).double().cpu().numpy()
     q = quantize(flat, config.ipc, config.clustering, rng=np.random.default_rng(seed), epochs=config.cluster_epochs)
     clustered = time.perf_counter()
-    distances = {"uniform": w2(flat, q.centroids, np.ones(config.ipc)), "counts": w2(flat, q.centroids, q.counts)}
     centroids = torch.from_numpy(q.centroids).to(torch.float32).reshape(config.ipc, *latents.shape[1:])
     generator = torch.Generator(device=prior.device).manual_seed(seed)
     denoised = prior.denoise(centroids, torch.full((config.ipc,), label), strength=config.strength,
                              steps=config.steps, guidance=config.guidance, generator=generator)
     synthesized = prior.decode(denoised)
     decoded = time.perf_counter()
+    distances = {"uniform": w2(flat, q.centroids, np.ones(config.ipc)), "counts": w2(flat, q.centroids, q.counts)}
     return ClassResult(label, q, denoised.cpu().numpy(), synthesized,
                        {"encode": encoded - start, "cluster": clustered - encoded, "decode": decoded - clustered},
                        distances)
