@@ -236,6 +236,9 @@ class LatentPrior:
                                     "python -m producers.common.diffusion train")
         vae = AutoencoderKL.from_pretrained(root / "vae", low_cpu_mem_usage=False).to(device).eval()
         unet = UNet2DModel.from_pretrained(root / "unet", low_cpu_mem_usage=False).to(device).eval()
+        if unet.config.num_class_embeds is None:
+            raise ValueError(f"{root / 'unet'} has no class embeddings (num_class_embeds): the producers "
+                             "denoise with the class as condition")
         scheduler = DDIMScheduler.from_pretrained(root / "scheduler")
         meta_path = root / METADATA
         if meta_path.is_file():
