@@ -64,6 +64,7 @@ from .coding import (
     encode_weights,
     latent_parameters,
     latent_streams_of,
+    latent_tables,
     stream_counts,
     symbol_bits,
     weight_chunks,
@@ -604,6 +605,7 @@ class RuoCodec:
                                        [sizes[s] for s in slices], group, (h, w), config.scales, config.context)
             return slices, z, mine, failed if xp is np else failed.cpu().numpy()
 
+        latent_tables()  # built before the threads, which share it
         groups = _lockstep_groups(sizes, m, workers)
         failed = np.zeros(len(slice_of), bool)
         out: list[Any] = [put(np.zeros((0, m), np.int64))] * len(sizes)

@@ -16,6 +16,7 @@ arithmetic, gathers and the exact float64 ARM.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
@@ -28,6 +29,12 @@ from .laplace import OFFSET_RANGE, latent_cdf, weight_cdf
 LATENT_COLUMNS = 2 * OFFSET_RANGE + 1
 _ENCODE_STREAMS = 1024
 """Streams encoded together: bounds the encoder's (symbols × streams) arrays."""
+
+
+@lru_cache(maxsize=1)
+def latent_tables() -> rans.Tables:
+    """The latent table as :class:`~..rans.Tables`, built once per process (1.4 MB)."""
+    return rans.Tables(latent_cdf())
 
 
 def latent_rows(mu: np.ndarray, sigma: np.ndarray, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -177,7 +184,7 @@ def decode_latents(xp: Any, words: Any, starts: Any, ends: Any, streams: LatentS
         z = np.zeros((len(sizes), n + 1, m + 1))
     else:
         z = xp.zeros((len(sizes), n + 1, m + 1), dtype=xp.float64, device=words.device)
-    tables = rans.Tables(latent_cdf())
+    tables = latent_tables()
     keyed = put(tables.keyed)
     k = np.arange(group)
     valid = k[None, :] < streams.count[:, None]
