@@ -45,17 +45,11 @@ from ddformat.evaluation.relabel import relabel, views_report
 from ddformat.evaluation.teachers import save_teacher
 from ddformat.evaluation.training import Protocol, accuracy, train_student
 from ddformat.torch import DistilledDataset
+from tools.rate_utility import class_subset
 
 NUM_CLASSES = 10
 BATCH = 50
 TEMPERATURE = 20.0
-
-
-def _subset(x: torch.Tensor, y: torch.Tensor, ipc: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.cat([torch.nonzero(y == c).flatten()[torch.randperm(int((y == c).sum()), generator=g)[:ipc]]
-                     for c in range(NUM_CLASSES)])
-    return x[idx], y[idx]
 
 
 def _teacher(epochs: int) -> tuple[torch.nn.Module, float]:
@@ -117,7 +111,7 @@ def main() -> None:
     print(f"teacher: ConvNet-D3, {args.teacher_epochs} epochs on 3,000 real patches, test accuracy "
           f"{teacher_accuracy:.4f}")
     x, y = realdata.load("textures", "train")
-    xs, ys = _subset(x, y, args.ipc, 0)
+    xs, ys = class_subset(x, y, args.ipc, 0)
     seeds = list(range(args.seeds))
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="soft-labels-") as tmp:
