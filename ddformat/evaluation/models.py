@@ -7,7 +7,8 @@ them) into networks:
 * ``ConvNet-D3`` … ``ConvNet-D6``: *n* blocks of 3×3 convolution (128 filters), instance
   normalisation, ReLU and 2×2 average pooling, then one linear layer. The student of DC/DSA/DM
   and MTT and of RUO (D3 for 32×32, D5 for 128×128); IGDS uses D4 for Tiny ImageNet (64×64) and
-  D6 for ImageWoof (128×128).
+  D6 for ImageWoof (128×128). ``ConvNet-D3-BN`` swaps in batch normalisation: a small teacher
+  whose BN statistics SRe2L-family methods (WMDD) match.
 * ``ResNet-18`` (batch norm) and ``ResNet-18-IN`` (instance norm): the cross-architecture
   student of MTT/IGDS and the ImageNet-1K student of the soft-label papers and DDOQ.
 * ``ResNetAP-10``: ResNet-10 that downsamples by 2×2 average pooling instead of strided
@@ -153,8 +154,8 @@ class ResNet(nn.Module):
 Builder = Callable[[int, int, tuple[int, int]], nn.Module]
 
 
-def _convnet(depth: int) -> Builder:
-    return lambda c, k, size: ConvNet(c, k, size, depth=depth)
+def _convnet(depth: int, norm: Norm = "instance") -> Builder:
+    return lambda c, k, size: ConvNet(c, k, size, depth=depth, norm=norm)
 
 
 def _resnet(blocks: tuple[int, int, int, int], norm: Norm, downsample: Downsample) -> Builder:
@@ -166,6 +167,7 @@ _BUILDERS: dict[str, Builder] = {
     "ConvNet-D4": _convnet(4),
     "ConvNet-D5": _convnet(5),
     "ConvNet-D6": _convnet(6),
+    "ConvNet-D3-BN": _convnet(3, "batch"),
     "ResNet-18": _resnet((2, 2, 2, 2), "batch", "stride"),
     "ResNet-18-IN": _resnet((2, 2, 2, 2), "instance", "stride"),
     "ResNetAP-10": _resnet((1, 1, 1, 1), "instance", "avgpool"),

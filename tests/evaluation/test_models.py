@@ -9,7 +9,7 @@ DEEPEST_CONVNET = {28: 4, 32: 5, 64: 6}
 
 
 def fits(architecture, size):
-    return not architecture.startswith("ConvNet-D") or int(architecture[-1]) <= DEEPEST_CONVNET[size[0]]
+    return not architecture.startswith("ConvNet-D") or int(architecture[9]) <= DEEPEST_CONVNET[size[0]]
 
 
 def parameter_count(model):
@@ -75,7 +75,7 @@ def test_convnet_keeps_its_positional_constructor():
 
 
 @pytest.mark.parametrize("architecture,norm", [
-    ("ConvNet-D3", nn.GroupNorm), ("ResNet-18", nn.BatchNorm2d), ("ResNet-18-IN", nn.GroupNorm),
+    ("ConvNet-D3", nn.GroupNorm), ("ConvNet-D3-BN", nn.BatchNorm2d), ("ResNet-18", nn.BatchNorm2d), ("ResNet-18-IN", nn.GroupNorm),
     ("ResNetAP-10", nn.GroupNorm), ("ResNetAP-10-BN", nn.BatchNorm2d),
 ])
 def test_each_variant_uses_only_its_normalisation(architecture, norm):
