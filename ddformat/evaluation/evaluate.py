@@ -30,6 +30,7 @@ from .augment import ZCA
 from ..reader import DDFile
 from ..torch.dataset import DistilledDataset
 from ..torch.values import to_model_units
+from ..weighting import loss_weights
 from .models import build_model
 from .teachers import load_teacher
 from .training import Protocol, TrainingData, TrainingSet, accuracy, protocol_for, train_student
@@ -112,7 +113,9 @@ def evaluate_file(
     """Train ``len(seeds)`` students per training set and report test accuracy.
 
     ``test`` names a :mod:`ddformat.evaluation.realdata` source whose images match the file's sample shape;
-    ``overrides`` are :class:`~ddformat.evaluation.training.Protocol` fields that replace the recipe's.
+    ``overrides`` are :class:`~ddformat.evaluation.training.Protocol` fields that replace the recipe's;
+    a ``weighting`` override re-derives the loss weights from the stored values with its scheme
+    (``{"scheme": "uniform", ...}`` trains as if the file had no weights).
     Returns a JSON-ready dict: the protocol, and per training set the accuracies, their mean and
     standard deviation, and the mean learning curve.
     """
@@ -124,6 +127,10 @@ def evaluate_file(
         shape, num_classes = tuple(f.dataset["sample_shape"]), f.num_classes
         protocol = protocol_for(f.recipe, "soft" if f.container.has("views") else f.label_kind, **overrides)
         dataset_meta, counts, bpc = f.dataset, _class_counts(f), f.bpc
+        weights = None
+        if "weighting" in overrides:  # the stored values under another scheme, e.g. uniform to ablate them
+            weights = loss_weights(f.stored_weights(), f.classes(), num_classes, protocol.weighting["scheme"],
+                                   protocol.weighting["normalization"])
     test_x = real_to_sample_space(x_test, dataset_meta, zca)
     teacher_model = None
     if teacher is not None:
@@ -142,7 +149,10 @@ def evaluate_file(
             curves.append(curve)
         return _summary(name, accuracies, curves, len(dataset))
 
-    results = [students("distilled", DistilledDataset(path, device=device), protocol)]
+    distilled = DistilledDataset(path, device=device)
+    if weights is not None:
+        distilled.weights = torch.from_numpy(weights).to(distilled.device)
+    results = [students("distilled", distilled, protocol)]
     if baselines:
         real_protocol = protocol
         if protocol.regime == "sl":

@@ -253,3 +253,25 @@ def test_eval_puts_real_images_in_the_files_zca_space_without_temporary_files(tm
     torch.testing.assert_close(distilled, samples, rtol=0, atol=0)
     torch.testing.assert_close(full, expected(x_train.flatten(1).float() / 255).reshape(x_train.shape))
     assert files_while_training == []
+
+
+@pytest.mark.parametrize("override,expected", [
+    (None, [0.5, 1.5, 1.0, 1.0]),  # the recipe's scheme: explicit values, global mean 1
+    ({"scheme": "uniform", "normalization": "global"}, [1.0, 1.0, 1.0, 1.0]),
+    ({"scheme": "proportional", "normalization": "none"}, [0.25, 0.75, 0.5, 0.5]),
+])
+def test_a_weighting_override_re_derives_the_loss_weights_from_the_stored_values(tmp_path, monkeypatch, override,
+                                                                                expected):
+    x, y = _class_sorted_digits(2)
+    path = ddformat.save(tmp_path / "w.dd", x[:4], y[:4], num_classes=10, weights=np.array([1.0, 3.0, 2.0, 2.0]),
+                         recipe={"weighting": {"scheme": "explicit", "normalization": "global"}})
+    used = []
+
+    def spy_train_student(data, model, protocol, **kwargs):
+        used.append(data.weights.tolist())
+        return [(protocol.epochs, 0.5)]
+
+    monkeypatch.setattr(evaluate, "train_student", spy_train_student)
+    overrides = {} if override is None else {"weighting": override}
+    evaluate_file(path, "digits", seeds=[0], epochs=1, progress=False, **overrides)
+    assert used == [pytest.approx(expected)]
