@@ -1,5 +1,5 @@
-"""A small class-conditional latent diffusion model (LDM) built with diffusers: the generative
-prior of the diffusion-based producers (DDOQ / D4M, IGDS).
+"""A small class-conditional diffusion model built with diffusers: the generative prior of the
+diffusion-based producers (DDOQ / D4M in latent space, IGDS in pixel space).
 
 Those methods run on Stable Diffusion, which cannot be downloaded here, so the project trains its
 own: an ``AutoencoderKL`` (the encoder-decoder pair E, D) and a ``UNet2DModel`` with class
@@ -14,7 +14,9 @@ Images enter the VAE in [-1, 1], zero-padded to the prior's square ``image_size`
 becomes 32×32, so that the latent grid halves evenly inside the UNet) and are cropped back after
 decoding. Latents are the posterior *mean* times the VAE's ``scaling_factor`` (set after
 training to one over the latents' standard deviation, as Stable Diffusion's 0.18215 was), so
-encoding is deterministic. The unconditional class (for classifier-free guidance) is the extra
+encoding is deterministic. A prior without VAE (``vae_channels=()``; no ``vae/`` folder) is a
+pixel-space DDPM (Ho et al.'s linear β schedule): its "latents" are the padded images in
+[-1, 1], so encoding and decoding only rescale. The unconditional class (for classifier-free guidance) is the extra
 class embedding ``num_classes``; it replaces the true class with probability ``uncond_prob``
 during training.
 
@@ -48,6 +50,11 @@ METADATA = "prior.json"
 SUBFOLDERS = ("vae", "unet", "scheduler")
 
 
+def prior_name(data: str, classes: int | None = None, pixel: bool = False) -> str:
+    """The cache entry of the prior trained on ``data`` (its first ``classes``), latent or pixel space."""
+    return data + ("" if classes is None else f"-{classes}") + ("-pixel" if pixel else "")
+
+
 def cache_dir(name: str) -> Path:
     """Where a prior named ``name`` lives unless a path is given: ``$DDFORMAT_PRIOR_CACHE/<name>``,
     by default ``~/.cache/ddformat/priors/<name>``."""
@@ -57,7 +64,8 @@ def cache_dir(name: str) -> Path:
 
 @dataclass(frozen=True)
 class PriorConfig:
-    """Architecture and training of a prior. The VAE downsamples by 2^(len(vae_channels) - 1)."""
+    """Architecture and training of a prior. The VAE downsamples by 2^(len(vae_channels) - 1);
+    no ``vae_channels`` makes a pixel-space prior."""
 
     image_size: int = 32
     latent_channels: int = 4
@@ -92,9 +100,9 @@ def _vae(config: PriorConfig, channels: int) -> AutoencoderKL:
                          norm_num_groups=config.norm_groups, sample_size=config.image_size)
 
 
-def _unet(config: PriorConfig, latent_size: int, num_classes: int) -> UNet2DModel:
+def _unet(config: PriorConfig, latent_size: int, channels: int, num_classes: int) -> UNet2DModel:
     blocks = len(config.unet_channels)
-    return UNet2DModel(sample_size=latent_size, in_channels=config.latent_channels, out_channels=config.latent_channels,
+    return UNet2DModel(sample_size=latent_size, in_channels=channels, out_channels=channels,
                        down_block_types=("DownBlock2D",) + ("AttnDownBlock2D",) * (blocks - 1),
                        up_block_types=("AttnUpBlock2D",) * (blocks - 1) + ("UpBlock2D",),
                        block_out_channels=config.unet_channels, layers_per_block=config.layers_per_block,
@@ -103,7 +111,11 @@ def _unet(config: PriorConfig, latent_size: int, num_classes: int) -> UNet2DMode
 
 
 def _ddpm(config: PriorConfig) -> DDPMScheduler:
-    """Stable Diffusion's noise schedule (scaled-linear betas 0.00085 … 0.012)."""
+    """Stable Diffusion's noise schedule (scaled-linear betas 0.00085 … 0.012) for latents; DDPM's
+    (linear 1e-4 … 0.02, samples clipped to [-1, 1]) in pixel space."""
+    if not config.vae_channels:
+        return DDPMScheduler(num_train_timesteps=config.train_timesteps, beta_start=1e-4, beta_end=0.02,
+                             beta_schedule="linear", clip_sample=True)
     return DDPMScheduler(num_train_timesteps=config.train_timesteps, beta_start=0.00085, beta_end=0.012,
                          beta_schedule="scaled_linear", clip_sample=False)
 
@@ -131,9 +143,10 @@ def directory_hash(path: str | os.PathLike[str]) -> str:
 
 @dataclass
 class LatentPrior:
-    """Encoder, decoder and class-conditional latent denoiser of one image domain."""
+    """Encoder, decoder and class-conditional latent denoiser of one image domain; without a
+    VAE the latents are the model-input images themselves (a pixel-space prior)."""
 
-    vae: AutoencoderKL
+    vae: AutoencoderKL | None
     unet: UNet2DModel
     scheduler: DDIMScheduler
     image_shape: tuple[int, int, int]
@@ -147,7 +160,7 @@ class LatentPrior:
 
     @property
     def image_size(self) -> int:
-        return int(self.vae.config.sample_size)
+        return int((self.vae or self.unet).config.sample_size)
 
     @property
     def device(self) -> torch.device:
@@ -164,16 +177,21 @@ class LatentPrior:
         size = self.image_size
         return F.pad(x, (left, size - x.shape[-1] - left, top, size - x.shape[-2] - top), value=-1.0)
 
-    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
-        """VAE output in [-1, 1] back to uint8 images of the data's shape."""
+    def crop(self, x: torch.Tensor) -> torch.Tensor:
+        """Model-input-sized images cut back to the data's height and width (differentiable)."""
         top, left = self._pad()
         _, h, w = self.image_shape
-        x = x[..., top:top + h, left:left + w]
-        return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+        return x[..., top:top + h, left:left + w]
+
+    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """VAE output in [-1, 1] back to uint8 images of the data's shape."""
+        return ((self.crop(x).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Scaled posterior-mean latents of uint8 images."""
+        """Scaled posterior-mean latents of uint8 images (the model-input images in pixel space)."""
+        if self.vae is None:
+            return self.to_model_input(images)
         scale = self.vae.config.scaling_factor
         return torch.cat([self.vae.encode(self.to_model_input(images[i:i + batch_size])).latent_dist.mean * scale
                           for i in range(0, len(images), batch_size)])
@@ -181,6 +199,8 @@ class LatentPrior:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """uint8 images of scaled latents."""
+        if self.vae is None:
+            return self.to_pixels(latents)
         scale = self.vae.config.scaling_factor
         return torch.cat([self.to_pixels(self.vae.decode(latents[i:i + batch_size].to(self.device) / scale).sample)
                           for i in range(0, len(latents), batch_size)])
@@ -219,7 +239,8 @@ class LatentPrior:
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
         for name, part in zip(SUBFOLDERS, (self.vae, self.unet, self.scheduler)):
-            part.save_pretrained(root / name)
+            if part is not None:
+                part.save_pretrained(root / name)
         meta = {"source": self.source, "class_names": self.class_names, "image_shape": list(self.image_shape),
                 "training": self.training}
         (root / METADATA).write_text(json.dumps(meta, indent=1) + "\n")
@@ -234,7 +255,8 @@ class LatentPrior:
         if not (root / "unet").is_dir():
             raise FileNotFoundError(f"{root} is not a prior directory (no unet/ in it); train one with "
                                     "python -m producers.common.diffusion train")
-        vae = AutoencoderKL.from_pretrained(root / "vae", low_cpu_mem_usage=False).to(device).eval()
+        vae = AutoencoderKL.from_pretrained(root / "vae", low_cpu_mem_usage=False).to(device).eval() \
+            if (root / "vae").is_dir() else None
         unet = UNet2DModel.from_pretrained(root / "unet", low_cpu_mem_usage=False).to(device).eval()
         if unet.config.num_class_embeds is None:
             raise ValueError(f"{root / 'unet'} has no class embeddings (num_class_embeds): the producers "
@@ -244,8 +266,8 @@ class LatentPrior:
         if meta_path.is_file():
             meta = json.loads(meta_path.read_text())
         else:
-            size = int(vae.config.sample_size)
-            meta = {"image_shape": [vae.config.in_channels, size, size],
+            size = int((vae or unet).config.sample_size)
+            meta = {"image_shape": [(vae or unet).config.in_channels, size, size],
                     "class_names": [str(c) for c in range(int(unet.config.num_class_embeds) - 1)]}
         return cls(vae, unet, scheduler, tuple(meta["image_shape"]), list(meta["class_names"]),
                    meta.get("source", ""), meta.get("training", {}))
@@ -255,26 +277,9 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
     return list(torch.randperm(n, generator=generator).split(batch_size))
 
 
-def train_prior(images: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str], config: PriorConfig, *,
-                source: str = "", progress: bool = True) -> LatentPrior:
-    """Train the VAE on uint8 ``images`` (reconstruction MSE + ``kl_weight`` × KL per pixel), fix
-    its latent scale, then train the UNet to predict the noise DDPM adds to the latents of
-    ``labels``' classes (class dropped with probability ``uncond_prob``)."""
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    shape = tuple(int(s) for s in images.shape[1:])
-    if max(shape[1:]) > config.image_size:
-        raise ValueError(f"images of shape {shape} do not fit a prior of image_size {config.image_size}")
-    factor = 2 ** (len(config.vae_channels) - 1)
-    latent_size = config.image_size // factor
-    if latent_size % 2 ** (len(config.unet_channels) - 1):
-        raise ValueError(f"the {latent_size}×{latent_size} latent grid does not halve {len(config.unet_channels) - 1} "
-                         "times in the UNet: change image_size, vae_channels or unet_channels")
-    prior = LatentPrior(_vae(config, shape[0]), _unet(config, latent_size, len(class_names)),
-                        DDIMScheduler.from_config(_ddpm(config).config), shape, list(class_names), source)
-    x = prior.to_model_input(images)
-    log: dict[str, Any] = {"config": config.to_dict(), "images": len(images)}
-
+def _train_vae(prior: LatentPrior, x: torch.Tensor, config: PriorConfig, generator: torch.Generator,
+               log: dict[str, Any], progress: bool) -> torch.Tensor:
+    """Train ``prior.vae`` on model-input images ``x``, fix its latent scale; the scaled latents."""
     start = time.perf_counter()
     vae = prior.vae.train()
     opt = torch.optim.Adam(vae.parameters(), lr=config.vae_lr)
@@ -297,6 +302,32 @@ def train_prior(images: torch.Tensor, labels: torch.Tensor, class_names: Sequenc
     vae.register_to_config(scaling_factor=float(1.0 / raw.std()))
     latents = raw * vae.config.scaling_factor
     log["reconstruction_mse"] = float(F.mse_loss(prior.to_model_input(prior.decode(latents)), x))
+    return latents
+
+
+def train_prior(images: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str], config: PriorConfig, *,
+                source: str = "", progress: bool = True) -> LatentPrior:
+    """Train the VAE on uint8 ``images`` (reconstruction MSE + ``kl_weight`` × KL per pixel), fix
+    its latent scale, then train the UNet to predict the noise DDPM adds to the latents of
+    ``labels``' classes (class dropped with probability ``uncond_prob``). Without
+    ``vae_channels`` the UNet learns on the images themselves."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    shape = tuple(int(s) for s in images.shape[1:])
+    if max(shape[1:]) > config.image_size:
+        raise ValueError(f"images of shape {shape} do not fit a prior of image_size {config.image_size}")
+    factor = 2 ** (len(config.vae_channels) - 1) if config.vae_channels else 1
+    latent_size = config.image_size // factor
+    if latent_size % 2 ** (len(config.unet_channels) - 1):
+        raise ValueError(f"the {latent_size}×{latent_size} latent grid does not halve {len(config.unet_channels) - 1} "
+                         "times in the UNet: change image_size, vae_channels or unet_channels")
+    vae = _vae(config, shape[0]) if config.vae_channels else None
+    channels = config.latent_channels if vae is not None else shape[0]
+    prior = LatentPrior(vae, _unet(config, latent_size, channels, len(class_names)),
+                        DDIMScheduler.from_config(_ddpm(config).config), shape, list(class_names), source)
+    x = prior.to_model_input(images)
+    log: dict[str, Any] = {"config": config.to_dict(), "images": len(images)}
+    latents = _train_vae(prior, x, config, generator, log, progress) if vae is not None else x
 
     start = time.perf_counter()
     ddpm = _ddpm(config)
@@ -347,14 +378,17 @@ def _train(args: argparse.Namespace) -> None:
     base = PriorConfig(**TINY_PRIOR) if args.tiny else PriorConfig()
     changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(PriorConfig)
                if getattr(args, f.name, None) is not None}
+    if args.pixel:
+        changes["vae_channels"] = ()
     config = dataclasses.replace(base, **changes)
-    out = args.out or cache_dir(args.data if args.classes is None else f"{args.data}-{args.classes}")
+    out = args.out or cache_dir(prior_name(args.data, args.classes, args.pixel))
     prior = train_prior(pixels(real), real.labels, real.class_names, config, source=args.data, progress=not args.quiet)
     prior.save(out)
     grid = sample_grid(prior, Path(out) / "samples.png")
     t = prior.training
-    print(f"{out}: VAE {t['vae_seconds']:.0f} s (reconstruction MSE {t['reconstruction_mse']:.4f} in [-1, 1]), "
-          f"UNet {t['unet_seconds']:.0f} s; samples in {grid}; sha256 {directory_hash(out)}")
+    vae = f"VAE {t['vae_seconds']:.0f} s (reconstruction MSE {t['reconstruction_mse']:.4f} in [-1, 1]), " \
+        if "vae_seconds" in t else "pixel space, "
+    print(f"{out}: {vae}UNet {t['unet_seconds']:.0f} s; samples in {grid}; sha256 {directory_hash(out)}")
 
 
 def _sample(args: argparse.Namespace) -> None:
@@ -371,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--classes", type=int, help="keep only the first N classes")
     train.add_argument("--out", type=Path, help="prior directory (default: the cache, see cache_dir)")
     train.add_argument("--tiny", action="store_true", help="the test-sized configuration (TINY_PRIOR)")
+    train.add_argument("--pixel", action="store_true", help="no VAE: a pixel-space DDPM (IGDS's prior)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     for f in dataclasses.fields(PriorConfig):
         kind = (lambda s: tuple(int(v) for v in s.split(","))) if f.name.endswith("channels") and f.name != "latent_channels" \
