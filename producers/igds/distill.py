@@ -51,7 +51,7 @@ class IgdsConfig:
 
     ipc: int = 10
     beta: float = -1.0
-    eta: float = 0.1
+    eta: float = 1.0
     steps: int = 250
     guided: bool = True
     merge: bool = False
