@@ -22,7 +22,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
 import ddformat
@@ -30,15 +29,13 @@ from ddformat.evaluation import realdata
 from ddformat.evaluation.evaluate import evaluate_file
 from producers.common import RealData
 from producers.common.diffusion import LatentPrior, cache_dir, directory_hash, prior_name
+from tools.rate_utility import class_subset
 from producers.igds import EstimatorConfig, IgdsConfig, cached_estimator, distill, recipe, save_result
 
 
 def _random(path: Path, real: RealData, config: IgdsConfig) -> Path:
-    x, y = realdata.load(real.source, "train")
-    g = torch.Generator().manual_seed(config.seed)
-    keep = torch.cat([torch.nonzero(y == c).flatten()[torch.randperm(int((y == c).sum()), generator=g)[:config.ipc]]
-                      for c in range(real.num_classes)])
-    return ddformat.save(path, x[keep], y[keep], num_classes=real.num_classes, class_names=real.class_names,
+    x, y = class_subset(*realdata.load(real.source, "train"), config.ipc, config.seed)
+    return ddformat.save(path, x, y, num_classes=real.num_classes, class_names=real.class_names,
                          normalization={**real.normalization, "applied": False}, recipe=recipe(config),
                          name=f"{real.source}-random-ipc{config.ipc}")
 

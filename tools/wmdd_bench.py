@@ -41,6 +41,7 @@ from ddformat.evaluation.relabel import relabel
 from ddformat.evaluation.training import accuracy
 from producers.common import RealData
 from producers.common.teachers import TeacherConfig, cached_teacher
+from tools.rate_utility import class_subset
 from producers.wmdd import RecoverConfig, WmddConfig, distill, recipe, save_result
 
 METHODS = ("wmdd", "sre2l", "nearest", "random")
@@ -49,12 +50,9 @@ UNIFORM = {"scheme": "uniform", "normalization": "global"}
 
 def random_subset(path: Path, real: RealData, config: WmddConfig, teacher: torch.nn.Module) -> Path:
     """A class-balanced random real subset, stored and relabelled as the producer stores its sets."""
-    x, y = realdata.load(real.source, "train")
-    g = torch.Generator().manual_seed(config.seed)
-    keep = torch.cat([torch.nonzero(y == c).flatten()[torch.randperm(int((y == c).sum()), generator=g)[:config.ipc]]
-                      for c in range(real.num_classes)])
+    x, y = class_subset(*realdata.load(real.source, "train"), config.ipc, config.seed)
     with tempfile.TemporaryDirectory(prefix="wmdd-bench-") as tmp:
-        hard = ddformat.save(Path(tmp) / "random.dd", x[keep], y[keep], num_classes=real.num_classes,
+        hard = ddformat.save(Path(tmp) / "random.dd", x, y, num_classes=real.num_classes,
                              class_names=real.class_names, normalization={**real.normalization, "applied": False},
                              recipe=recipe(config), name=f"{real.source}-random-ipc{config.ipc}")
         relabel(hard, path, teacher, rounds=config.views, k=config.topk, bits=config.label_bits,

@@ -1,7 +1,8 @@
 """What several producers share: the real data they distil from (:class:`RealData`), teachers
-(:mod:`.teachers`), the DM/GM/TM distillation losses (:mod:`.losses`) and MTT's expert
-trajectories (:mod:`.experts`). Built on ddformat's public API only (``ddformat``,
-``ddformat.torch``, ``ddformat.evaluation``)."""
+and their per-class BN statistics (:mod:`.teachers`), the DM/GM/TM distillation losses
+(:mod:`.losses`), MTT's expert trajectories (:mod:`.experts`), diffusion priors
+(:mod:`.diffusion`) and the torchrun split of units over ranks (:mod:`.ranks`). Built on
+ddformat's public API only (``ddformat``, ``ddformat.torch``, ``ddformat.evaluation``)."""
 
 from .data import RealData
 from .experts import flat_parameters, load_experts, train_experts, unflatten_parameters

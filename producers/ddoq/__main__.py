@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
-import torch.distributed as dist
-
 import ddformat
 from producers.common import RealData
 from producers.common.diffusion import LatentPrior, cache_dir, directory_hash
+from producers.common.ranks import gather, process_group
 
 from .cluster import CLUSTERINGS
 from .distill import SCHEMES, DdoqConfig, distill, save_result
@@ -58,29 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = DdoqConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DdoqConfig)})
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed:
-        dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    prior_dir = args.prior or cache_dir(args.data)
-    prior = LatentPrior.load(prior_dir, args.device)
-    data = RealData.load(args.data, args.classes)
-    mine = list(range(rank, data.num_classes, world))
-    results = distill(prior, data, config, mine, progress=not args.quiet and rank == 0)
-    if distributed:
-        gathered: list | None = [None] * world if rank == 0 else None
-        dist.gather_object(results, gathered, dst=0)
-        results = [r for part in gathered or [] for r in part]
-    if rank == 0:
-        prior_info = {"path": str(prior_dir), "sha256": directory_hash(prior_dir), "source": prior.source}
-        path = save_result(args.out, results, data, config, prior_info)
-        with ddformat.open(path) as f:
-            seconds = f.provenance["parameters"]["seconds"]
-            print(f"{path}: {f.num_samples} samples of {f.num_classes} classes, {f.bpc:.0f} bits per class; "
-                  + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()) + f" (rank 0 of {world})")
-    if distributed:
-        dist.barrier()
-        dist.destroy_process_group()
+    with process_group(args.device) as (rank, world):
+        prior_dir = args.prior or cache_dir(args.data)
+        prior = LatentPrior.load(prior_dir, args.device)
+        data = RealData.load(args.data, args.classes)
+        mine = list(range(rank, data.num_classes, world))
+        results = gather(distill(prior, data, config, mine, progress=not args.quiet and rank == 0))
+        if rank == 0:
+            prior_info = {"path": str(prior_dir), "sha256": directory_hash(prior_dir), "source": prior.source}
+            path = save_result(args.out, results, data, config, prior_info)
+            with ddformat.open(path) as f:
+                seconds = f.provenance["parameters"]["seconds"]
+                print(f"{path}: {f.num_samples} samples of {f.num_classes} classes, {f.bpc:.0f} bits per class; "
+                      + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()) + f" (rank 0 of {world})")
     return 0
 
 

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
-import torch.distributed as dist
-
 import ddformat
 from producers.common import RealData
 from producers.common.diffusion import LatentPrior, cache_dir, directory_hash, prior_name
+from producers.common.ranks import gather, process_group, rank_zero_first
 
 from .distill import IgdsConfig, cached_estimator, distill, save_result
 from .estimator import EstimatorConfig, VariationalEstimator
@@ -60,41 +58,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(IgdsConfig)}
     config = IgdsConfig(**{k: bool(v) if isinstance(IgdsConfig.__dataclass_fields__[k].default, bool) else v
                            for k, v in values.items()})
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed:
-        dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    progress = not args.quiet and rank == 0
-    data = RealData.load(args.data, args.classes, device=args.device)
-    prior_dir = args.prior or cache_dir(prior_name(args.data, pixel=True))
-    prior = LatentPrior.load(prior_dir, args.device)
-    if args.estimator:
-        estimator, estimator_dir = VariationalEstimator.load(args.estimator, args.device), args.estimator
-    else:
-        estimator_config = EstimatorConfig(epochs=args.estimator_epochs)
-        for turn in (0, 1):  # rank 0 trains and caches the estimator; the others read it after
-            if (rank == 0) == (turn == 0):
-                estimator, estimator_dir = cached_estimator(data, estimator_config, progress=progress)
-            if distributed:
-                dist.barrier()
-    mine = list(range(rank, data.num_classes, world))
-    results = distill(prior, estimator, data, config, mine, progress=progress)
-    if distributed:
-        gathered: list | None = [None] * world if rank == 0 else None
-        dist.gather_object(results, gathered, dst=0)
-        results = [r for part in gathered or [] for r in part]
-    if rank == 0:
-        provenance = {"prior": {"path": str(prior_dir), "sha256": directory_hash(prior_dir), "source": prior.source},
-                      "estimator": {"path": str(estimator_dir), "sha256": directory_hash(estimator_dir)}}
-        path = save_result(args.out, results, data, config, provenance)
-        with ddformat.open(path) as f:
-            p = f.provenance["parameters"]
-            print(f"{path}: {f.num_samples} samples of {f.num_classes} classes, {f.bpc:.0f} bits per class; "
-                  f"β {p['beta']}, sampling {p['seconds']:.1f} s ({p['seconds_per_image']:.2f} s per image) "
-                  f"(rank 0 of {world})")
-    if distributed:
-        dist.barrier()
-        dist.destroy_process_group()
+    with process_group(args.device) as (rank, world):
+        progress = not args.quiet and rank == 0
+        data = RealData.load(args.data, args.classes, device=args.device)
+        prior_dir = args.prior or cache_dir(prior_name(args.data, pixel=True))
+        prior = LatentPrior.load(prior_dir, args.device)
+        if args.estimator:
+            estimator, estimator_dir = VariationalEstimator.load(args.estimator, args.device), args.estimator
+        else:
+            estimator_config = EstimatorConfig(epochs=args.estimator_epochs)
+            estimator, estimator_dir = rank_zero_first(
+                lambda: cached_estimator(data, estimator_config, progress=progress))
+        mine = list(range(rank, data.num_classes, world))
+        results = gather(distill(prior, estimator, data, config, mine, progress=progress))
+        if rank == 0:
+            provenance = {"prior": {"path": str(prior_dir), "sha256": directory_hash(prior_dir), "source": prior.source},
+                          "estimator": {"path": str(estimator_dir), "sha256": directory_hash(estimator_dir)}}
+            path = save_result(args.out, results, data, config, provenance)
+            with ddformat.open(path) as f:
+                p = f.provenance["parameters"]
+                print(f"{path}: {f.num_samples} samples of {f.num_classes} classes, {f.bpc:.0f} bits per class; "
+                      f"β {p['beta']}, sampling {p['seconds']:.1f} s ({p['seconds_per_image']:.2f} s per image) "
+                      f"(rank 0 of {world})")
     return 0
 
 

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
-import torch.distributed as dist
-
 import ddformat
 from producers.common import RealData
+from producers.common.ranks import gather, process_group, rank_zero_first
 from producers.common.teachers import TeacherConfig, cached_teacher, class_bn_statistics, load_teacher
 
 from .distill import METHODS, WmddConfig, distill, file_sha256, save_result, units
@@ -85,44 +83,31 @@ def _config(args: argparse.Namespace) -> WmddConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = _config(args)
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed:
-        dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    real = RealData.load(args.data, args.classes, device=args.device)
-    progress = not args.quiet and rank == 0
-    if args.teacher:
-        c, h, w = real.sample_shape
-        teacher = load_teacher(args.teacher, args.teacher_arch, c, real.num_classes, (h, w)).to(args.device)
-        stats, path = class_bn_statistics(teacher, real), args.teacher
-        info = {"path": str(path), "architecture": args.teacher_arch}
-    else:
-        teacher_config = TeacherConfig(architecture=args.teacher_arch, epochs=args.teacher_epochs)
-        for turn in (0, 1):  # rank 0 trains and caches the teacher; the others read it after
-            if (rank == 0) == (turn == 0):
-                teacher, stats, path = cached_teacher(real, teacher_config, progress=progress)
-            if distributed:
-                dist.barrier()
-        info = {"path": str(path), "architecture": teacher_config.architecture, "trained": dataclasses.asdict(teacher_config)}
-    info["sha256"] = file_sha256(path)
-    mine = list(units(config, real.num_classes))[rank::world]
-    results = distill(teacher, stats, real, config, mine, progress=progress)
-    if distributed:
-        gathered: list | None = [None] * world if rank == 0 else None
-        dist.gather_object(results, gathered, dst=0)
-        results = [r for part in gathered or [] for r in part]
-    if rank == 0:
-        out = save_result(args.out, results, real, config, teacher, info, progress=progress)
-        with ddformat.open(out) as f:
-            p = f.provenance["parameters"]
-            per_iteration = p.get("seconds_per_iteration")
-            print(f"{out}: {f.num_samples} samples of {f.num_classes} classes, {f.bpc:.0f} bits per class; "
-                  + ", ".join(f"{k} {v:.1f} s" for k, v in p["seconds"].items())
-                  + (f"; {per_iteration * 1000:.1f} ms per recover iteration" if per_iteration else "")
-                  + f" (rank 0 of {world})")
-    if distributed:
-        dist.barrier()
-        dist.destroy_process_group()
+    with process_group(args.device) as (rank, world):
+        real = RealData.load(args.data, args.classes, device=args.device)
+        progress = not args.quiet and rank == 0
+        if args.teacher:
+            c, h, w = real.sample_shape
+            teacher = load_teacher(args.teacher, args.teacher_arch, c, real.num_classes, (h, w)).to(args.device)
+            stats, path = class_bn_statistics(teacher, real), args.teacher
+            info = {"path": str(path), "architecture": args.teacher_arch}
+        else:
+            teacher_config = TeacherConfig(architecture=args.teacher_arch, epochs=args.teacher_epochs)
+            teacher, stats, path = rank_zero_first(lambda: cached_teacher(real, teacher_config, progress=progress))
+            info = {"path": str(path), "architecture": teacher_config.architecture,
+                    "trained": dataclasses.asdict(teacher_config)}
+        info["sha256"] = file_sha256(path)
+        mine = list(units(config, real.num_classes))[rank::world]
+        results = gather(distill(teacher, stats, real, config, mine, progress=progress))
+        if rank == 0:
+            out = save_result(args.out, results, real, config, teacher, info, progress=progress)
+            with ddformat.open(out) as f:
+                p = f.provenance["parameters"]
+                per_iteration = p.get("seconds_per_iteration")
+                print(f"{out}: {f.num_samples} samples of {f.num_classes} classes, {f.bpc:.0f} bits per class; "
+                      + ", ".join(f"{k} {v:.1f} s" for k, v in p["seconds"].items())
+                      + (f"; {per_iteration * 1000:.1f} ms per recover iteration" if per_iteration else "")
+                      + f" (rank 0 of {world})")
     return 0
 
 
