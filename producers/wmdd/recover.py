@@ -67,7 +67,7 @@ class BatchStatistics:
     def distance(self, means: list[torch.Tensor], variances: list[torch.Tensor], first_multiplier: float) -> torch.Tensor:
         terms = [torch.linalg.vector_norm(m - tm) + torch.linalg.vector_norm(v - tv)
                  for m, v, tm, tv in zip(self.mean, self.var, means, variances)]
-        return first_multiplier * terms[0] + sum(terms[1:], torch.zeros(()))
+        return sum(terms[1:], first_multiplier * terms[0])
 
     def close(self) -> None:
         for h in self.handles:
