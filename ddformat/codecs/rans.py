@@ -59,13 +59,11 @@ def cumulative(freq: np.ndarray) -> np.ndarray:
     return out
 
 
-def encode(start: np.ndarray, freq: np.ndarray, active: np.ndarray | None = None) -> list[bytes]:
+def encode(start: np.ndarray, freq: np.ndarray, active: np.ndarray) -> list[bytes]:
     """Streams of symbols given by their cumulative start and frequency, (pops, streams) arrays
     in decoding order (``active`` False where a stream has no symbol at that pop) → each
     stream's bytes."""
     pops, count = start.shape
-    if active is None:
-        active = np.ones((pops, count), dtype=bool)
     x = np.full(count, STATE_LOW, dtype=np.int64)
     emitted = np.zeros((pops, count), dtype=np.int64)
     emits = np.zeros((pops, count), dtype=bool)
@@ -102,7 +100,6 @@ class Tables:
         rows = [*rows, np.array([0, 1 << PRECISION], np.int64)]
         widths = np.array([len(r) for r in rows], np.int64)
         self.starts = np.concatenate([[0], np.cumsum(widths[:-1])])
-        self.columns = widths - 1
         self.keyed = np.concatenate([np.asarray(r, np.int64) + (i << ROW_KEY_SHIFT) for i, r in enumerate(rows)])
         self.idle = int(self.starts[-1])
 
