@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -90,8 +91,6 @@ class ClassBNStatistics:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "ClassBNStatistics":
-        from safetensors import safe_open
-
         with safe_open(str(path), "pt") as handle:
             layers = json.loads((handle.metadata() or {}).get("layers", "[]"))
         tensors = load_file(str(path))
