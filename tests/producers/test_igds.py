@@ -117,7 +117,7 @@ def test_a_tiny_run_writes_a_file_that_verifies_with_the_papers_protocol_as_reci
         assert f.recipe["optimizer"]["name"] == "adam" and f.recipe["optimizer"]["lr"] == 0.01
         assert f.recipe["augmentation"] == ["rrc+flip", "cutmix"]
         p = f.provenance["parameters"]
-        assert p["beta"] == 0.1 and len(p["prior"]["sha256"]) == 64 and len(p["estimator"]["sha256"]) == 64
+        assert p["beta"] == 0.0 and p["eta"] == 1.0 and len(p["prior"]["sha256"]) == 64 and len(p["estimator"]["sha256"]) == 64
 
 
 def test_two_torchrun_ranks_write_the_same_file_as_one_process(one_process, prior_dir, tmp_path):
