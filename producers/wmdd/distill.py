@@ -144,11 +144,20 @@ def distill_unit(teacher: nn.Module, stats: ClassBNStatistics, real: RealData, c
 
 def distill(teacher: nn.Module, stats: ClassBNStatistics, real: RealData, config: WmddConfig,
             mine: Sequence[int] | None = None, *, progress: bool = True) -> list[UnitResult]:
-    """The units in ``mine`` (default: all of them), in order."""
+    """The units in ``mine`` (default: all of them), in order; the progress bar shows each
+    class's barycenter W₂² at its start and end, and the seconds per recover iteration."""
     todo = units(config, real.num_classes) if mine is None else mine
-    return [distill_unit(teacher, stats, real, config, u)
-            for u in tqdm(todo, desc=f"{config.method} ({'slots' if config.method == 'sre2l' else 'classes'})",
-                          unit="unit", disable=not progress)]
+    results = []
+    bar = tqdm(todo, desc=f"{config.method} ({'slots' if config.method == 'sre2l' else 'classes'})", unit="unit",
+               disable=not progress)
+    for u in bar:
+        r = distill_unit(teacher, stats, real, config, u)
+        shown = {"W2": f"{r.objective[0]:.4g}→{r.objective[-1]:.4g}"} if r.objective else {}
+        if r.seconds_per_iteration is not None:
+            shown["s/it"] = f"{r.seconds_per_iteration:.3f}"
+        bar.set_postfix(shown)
+        results.append(r)
+    return results
 
 
 def recipe(config: WmddConfig) -> dict[str, Any]:
