@@ -38,7 +38,7 @@ from ddformat.evaluation.evaluate import evaluate_file
 from producers.common import RealData
 from producers.common.diffusion import LatentPrior, directory_hash, pixels
 from producers.ddoq import CLUSTERINGS, DdoqConfig, distill, quantize, save_result, w2
-from producers.ddoq.distill import class_seed
+from producers.common.ranks import unit_seed
 
 SCHEMES = {"uniform": "no weights (D4M)", "sqrt": "Eq. 34", "proportional": "direct v/Σv"}
 
@@ -52,7 +52,7 @@ def table1(prior: LatentPrior, real: RealData, ipcs: list[int], seeds: list[int]
     for ipc, clustering, seed in tqdm(jobs, desc="W2"):
         for c, z in latents.items():
             flat = z.flatten(1).double().numpy()
-            q = quantize(flat, ipc, clustering, rng=np.random.default_rng(class_seed(seed, c)), epochs=epochs)
+            q = quantize(flat, ipc, clustering, rng=np.random.default_rng(unit_seed(seed, c)), epochs=epochs)
             counts = q.counts.astype(np.float64)
             row = {"ipc": ipc, "clustering": clustering, "seed": seed, "class": c,
                    "w2_uniform": w2(flat, q.centroids, np.ones(ipc)), "w2_counts": w2(flat, q.centroids, counts)}
@@ -60,7 +60,7 @@ def table1(prior: LatentPrior, real: RealData, ipcs: list[int], seeds: list[int]
                 start = torch.from_numpy(q.centroids).float().reshape(ipc, *z.shape[1:])
                 out = prior.denoise(start, torch.full((ipc,), c), strength=config.strength, steps=config.steps,
                                     guidance=config.guidance,
-                                    generator=torch.Generator().manual_seed(class_seed(seed, c)))
+                                    generator=torch.Generator().manual_seed(unit_seed(seed, c)))
                 out = out.flatten(1).double().numpy()
                 row |= {"w2_decoded_uniform": w2(flat, out, np.ones(ipc)), "w2_decoded_counts": w2(flat, out, counts)}
             rows.append(row)

@@ -25,6 +25,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 import ddformat
+from ddformat.cli.preview import preview
 from ddformat.evaluation import realdata
 from ddformat.evaluation.evaluate import evaluate_file
 from producers.common import RealData
@@ -112,8 +113,6 @@ def main() -> None:
                 with ddformat.open(path) as f:
                     per_image = f.provenance["parameters"]["seconds_per_image"]
                 if seed == int(args.seeds.split(",")[0]):
-                    from ddformat.cli.preview import preview
-
                     with ddformat.open(path) as f:
                         name = method if beta is None else f"{method}-beta{beta}"
                         preview(f, per_class=min(ipc, 10), scale=4).save(args.out / f"grid-ipc{ipc}-{name}.png")

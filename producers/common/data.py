@@ -57,6 +57,13 @@ class RealData:
         """The file's ``dataset.normalization``: samples are stored already normalised."""
         return {"mean": self.mean, "std": self.std, "applied": True}
 
+    def to_pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in this data's normalised space back to uint8 pixels (normalisation undone,
+        rounded, clipped to 0…255), on the images' device."""
+        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        return ((images * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
+
     def indices(self, c: int) -> torch.Tensor:
         members = torch.nonzero(self.labels == c).flatten()
         if len(members) == 0:

@@ -123,9 +123,7 @@ def _ddpm(config: PriorConfig) -> DDPMScheduler:
 def pixels(real: RealData) -> torch.Tensor:
     """``real``'s images back in uint8 pixels (exactly the source's: the normalisation is undone
     and rounded), the units the VAE is trained on and decodes to."""
-    mean = torch.tensor(real.mean, device=real.images.device).view(1, -1, 1, 1)
-    std = torch.tensor(real.std, device=real.images.device).view(1, -1, 1, 1)
-    return ((real.images * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
+    return real.to_pixels(real.images)
 
 
 def directory_hash(path: str | os.PathLike[str]) -> str:

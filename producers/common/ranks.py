@@ -8,9 +8,16 @@ import os
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
+import numpy as np
 import torch.distributed as dist
 
 T = TypeVar("T")
+
+
+def unit_seed(*keys: int) -> int:
+    """One seed per unit of work (run seed, class, …), so a unit comes out the same whichever
+    rank takes it."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
 
 
 def distributed() -> bool:

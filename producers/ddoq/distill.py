@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 import ddformat
 from producers.common import RealData
+from producers.common.ranks import unit_seed
 from producers.common.diffusion import LatentPrior, pixels
 
 from .cluster import CLUSTERINGS, Quantization, quantize, w2
@@ -83,14 +84,9 @@ def check_prior(prior: LatentPrior, data: RealData) -> None:
         raise ValueError(f"the prior knows {prior.num_classes} classes; {data.source} has {data.num_classes}")
 
 
-def class_seed(seed: int, label: int) -> int:
-    """One seed per (run, class), so a class distils the same whichever rank takes it."""
-    return int(np.random.SeedSequence([seed, label]).generate_state(1)[0])
-
-
 def distill_class(prior: LatentPrior, images: torch.Tensor, label: int, config: DdoqConfig) -> ClassResult:
     """Steps 1-3 for the uint8 ``images`` of class ``label``."""
-    seed = class_seed(config.seed, label)
+    seed = unit_seed(config.seed, label)
     start = time.perf_counter()
     latents = prior.encode(images)
     encoded = time.perf_counter()

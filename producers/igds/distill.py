@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 import ddformat
 from producers.common import RealData
+from producers.common.ranks import unit_seed
 from producers.common.diffusion import LatentPrior, cache_dir
 
 from .estimator import EstimatorConfig, VariationalEstimator, train_estimator
@@ -83,13 +84,8 @@ class ClassResult:
     seconds: float
 
 
-def class_seed(seed: int, label: int) -> int:
-    """One seed per (run, class), so a class samples the same whichever rank takes it."""
-    return int(np.random.SeedSequence([seed, label]).generate_state(1)[0])
-
-
 def distill_class(prior: LatentPrior, estimator: VariationalEstimator, label: int, config: IgdsConfig) -> ClassResult:
-    generator = torch.Generator().manual_seed(class_seed(config.seed, label))
+    generator = torch.Generator().manual_seed(unit_seed(config.seed, label))
     start = time.perf_counter()
     n = config.ipc * (4 if config.merge else 1)
     x = sample_class(prior, label, n, steps=config.steps, generator=generator,

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 import ddformat
 from ddformat.evaluation.relabel import relabel
 from producers.common import RealData
+from producers.common.ranks import unit_seed
 from producers.common.teachers import ClassBNStatistics, embed
 
 from .barycenter import wasserstein_barycenter
@@ -90,11 +91,6 @@ class UnitResult:
     objective: list[float] | None = None
 
 
-def unit_seed(seed: int, method: str, unit: int) -> int:
-    """One seed per (run, method, unit), so a unit comes out the same whichever rank takes it."""
-    return int(np.random.SeedSequence([seed, sum(method.encode()), unit]).generate_state(1)[0])
-
-
 def units(config: WmddConfig, num_classes: int) -> range:
     return range(config.ipc if config.method == "sre2l" else num_classes)
 
@@ -105,21 +101,16 @@ def pixel_bounds(real: RealData) -> tuple[torch.Tensor, torch.Tensor]:
     return -mean / std, (1 - mean) / std
 
 
-def to_pixels(images: torch.Tensor, real: RealData) -> torch.Tensor:
-    mean, std = torch.tensor(real.mean).view(1, -1, 1, 1), torch.tensor(real.std).view(1, -1, 1, 1)
-    return ((images.cpu() * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
-
-
 def distill_unit(teacher: nn.Module, stats: ClassBNStatistics, real: RealData, config: WmddConfig,
                  unit: int) -> UnitResult:
-    seed = unit_seed(config.seed, config.method, unit)
+    seed = unit_seed(config.seed, sum(config.method.encode()), unit)
     generator = torch.Generator().manual_seed(seed)
     kwargs = dict(bounds=pixel_bounds(real), generator=generator, image_shape=real.sample_shape)
     if config.method == "sre2l":
         labels = torch.arange(real.num_classes, device=real.images.device)
         start = time.perf_counter()
         images, per_iteration = recover(teacher, labels, "sre2l", config.recover, **kwargs)
-        return UnitResult(unit, labels.cpu().numpy(), np.full(real.num_classes, unit), to_pixels(images, real), None,
+        return UnitResult(unit, labels.cpu().numpy(), np.full(real.num_classes, unit), real.to_pixels(images).cpu(), None,
                           {"recover": time.perf_counter() - start}, per_iteration)
     start = time.perf_counter()
     members = real.indices(unit)
@@ -138,7 +129,7 @@ def distill_unit(teacher: nn.Module, stats: ClassBNStatistics, real: RealData, c
     else:
         images = real.images[members[torch.cdist(targets, z).argmin(1)]]
     seconds = {"barycenter": found - start, "recover": time.perf_counter() - found}
-    return UnitResult(unit, labels.cpu().numpy(), np.arange(config.ipc), to_pixels(images, real), bary.weights,
+    return UnitResult(unit, labels.cpu().numpy(), np.arange(config.ipc), real.to_pixels(images).cpu(), bary.weights,
                       seconds, per_iteration, bary.objective)
 
 
