@@ -13,6 +13,8 @@
 #   --time-limit S   stop after S seconds and report what was run so far
 #   --resume         continue the previous run in DIR (same copy and scope; results kept)
 #   --deselect TEST  leave out a test, e.g. a slow one, for a quicker rough run (repeatable)
+#   --tests PATH     run these tests instead of the default ones below (repeatable), e.g. for
+#                    code outside the format core: --tests tests/interop ddformat/interop/fkd.py
 #   --rev REV        test commit REV instead of the working tree
 #   --work DIR       scratch directory (default ${TMPDIR:-/tmp}/ddformat-mutation)
 #
@@ -29,7 +31,7 @@ TESTS=(tests/container tests/codecs tests/torch_layer/test_weighting_losses.py)
 CORE=("ddformat/container/*.py" "ddformat/codecs/*.py" ddformat/reader.py ddformat/writer.py ddformat/weighting.py)
 
 pytest_args=(-p no:cacheprovider)
-scope=() jobs=$(nproc) limit=0 resume=0 rev="" work=${TMPDIR:-/tmp}/ddformat-mutation
+scope=() tests=() jobs=$(nproc) limit=0 resume=0 rev="" work=${TMPDIR:-/tmp}/ddformat-mutation
 while [ $# -gt 0 ]; do
   case $1 in
     --small) scope+=(ddformat/weighting.py ddformat/container/bits.py) ;;
@@ -39,6 +41,7 @@ while [ $# -gt 0 ]; do
     --resume) resume=1 ;;
     --rev) rev=$2; shift ;;
     --deselect) pytest_args+=(--deselect "$2"); shift ;;
+    --tests) tests+=("$2"); shift ;;
     --work) work=$2; shift ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -47,6 +50,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 [ ${#scope[@]} -gt 0 ] || scope=("${CORE[@]}")
+[ ${#tests[@]} -gt 0 ] && TESTS=("${tests[@]}")
 
 [ -x .venv/bin/python ] || bash tools/setup.sh
 if [ "$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("mutmut"))' 2>/dev/null)" \

@@ -126,7 +126,7 @@ def _level_tables(k: int, bits: int) -> int:
     return k if k * (2**bits + 1) <= MAX_SHARED_TABLE else 1
 
 
-def _alphabets(layout: Layout, k: int, bits: int, level_tables: int) -> list[int]:
+def _alphabets(layout: Layout, bits: int, level_tables: int) -> list[int]:
     """The histogram sizes of one group, in stream order (spec § 3.8)."""
     h, w = layout.sample_shape[-2], layout.sample_shape[-1]
     return ([h, w, h, w, 2, 2] + _digits(layout.num_samples) + [h, w, h + 1, w + 1, layout.num_classes]
@@ -165,8 +165,8 @@ def _check_views(views: Views, layout: Layout) -> None:
     first((partners < -1) | (partners >= n), f"partner index outside [-1, {n})")
     mt, ml, mh, mw = np.moveaxis(views.mix_boxes.astype(np.int64), -1, 0)
     mixed = partners >= 0
-    first(mixed & ((mh < 0) | (mw < 0) | (mt < 0) | (ml < 0) | (mt + mh > h) | (ml + mw > w)),
-          f"mix box is not inside the {h}×{w} image")
+    outside = (mh < 0) | (mw < 0) | (mt < 0) | (ml < 0) | (mt >= h) | (ml >= w) | (mt + mh > h) | (ml + mw > w)
+    first(mixed & outside, f"mix box is not inside the {h}×{w} image")
     first(~mixed & (views.mix_boxes != 0).any(axis=-1), "an unmixed view has a non-zero mix box")
     idx, q = views.indices.astype(np.int64), views.levels.astype(np.int64)
     first(((idx < 0) | (idx >= layout.num_classes)).any(axis=-1), f"class index outside [0, {layout.num_classes})")
@@ -201,7 +201,7 @@ class ViewsCodec:
         _check_views(views, layout)
         k, bits = views.k, int(views.bits)
         level_tables = _level_tables(k, bits)
-        sizes = _alphabets(layout, k, bits, level_tables)
+        sizes = _alphabets(layout, bits, level_tables)
         counts = [layout.num_samples] if groups is None else [int(g) for g in groups]
         ends = np.cumsum([0, *counts])
         tables, chunks = [], []
@@ -252,7 +252,7 @@ class ViewsCodec:
         chunk_words = int_list_param(section, "chunk_words", (len(frame_rows),))
         check_decoded_size(section, self.decoded_bytes(section, layout), layout.max_decoded_bytes, "views")
         check_class_bytes(section, [4 * c for c in chunk_words] if len(frame_rows) == layout.num_classes else None)
-        sizes = _alphabets(layout, k, bits, level_tables)
+        sizes = _alphabets(layout, bits, level_tables)
         groups = len(frame_rows)
         all_tables, words = unpack_coded(section, sizes * groups)
         if sum(chunk_words) * 4 != len(words):
@@ -292,7 +292,7 @@ class ViewsCodec:
             partners[sl], boxes[sl] = part, box
             indices[sl] = s[10 + num_digits].reshape(rounds, rows, k)
             lv = s[11 + num_digits:]
-            levels[sl] = (np.stack(lv, axis=1) if level_tables > 1 else lv[0]).reshape(rounds, rows, k)
+            levels[sl] = np.stack(lv, axis=1).reshape(rounds, rows, k)
             start += rows
         self._check_decoded(section, layout, crops, partners, boxes, indices, levels, bits)
         kl = section.params.get("kl_to_source")

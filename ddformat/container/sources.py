@@ -9,6 +9,7 @@ error says so, names the path or URL as the user gave it, and says what to do.
 from __future__ import annotations
 
 import errno
+from abc import ABC, abstractmethod
 import mmap
 import os
 import re
@@ -27,19 +28,37 @@ class ByteSource(Protocol):
     def close(self) -> None: ...
 
 
-class LocalSource:
+class _Source(ABC):
+    """The checks every source makes before reading: inside the file, and not closed (Python's
+    files raise ``ValueError`` for the latter too)."""
+
+    name: str
+    size: int
+    closed = False
+
+    def read(self, offset: int, length: int) -> bytes:
+        if self.closed:
+            raise ValueError(f"read from {self.name}, which is closed")
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise TruncatedError(f"read of {length} bytes past the end of a {self.size}-byte file", offset=offset)
+        return self._read(offset, length)
+
+    @abstractmethod
+    def _read(self, offset: int, length: int) -> bytes: ...
+
+
+class LocalSource(_Source):
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.name = os.fspath(path)
         with open(path, "rb") as f:
             self.size = os.fstat(f.fileno()).st_size
             self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if self.size else None
 
-    def read(self, offset: int, length: int) -> bytes:
-        if offset < 0 or length < 0 or offset + length > self.size:
-            raise TruncatedError(f"read of {length} bytes past the end of a {self.size}-byte file", offset=offset)
+    def _read(self, offset: int, length: int) -> bytes:
         return self._map[offset:offset + length] if length else b""
 
     def close(self) -> None:
+        self.closed = True
         if self._map is not None:
             self._map.close()
             self._map = None
@@ -49,7 +68,7 @@ NO_RANGES = ("the server does not support HTTP range requests, which reading a f
              "download the file first (e.g. curl -o set.dd URL) and open the local copy")
 
 
-class RemoteSource:
+class RemoteSource(_Source):
     """A URL read in place through fsspec: ``http(s)://``, ``hf://``, ``s3://``, ``gs://`` or any
     other protocol fsspec knows, by one code path.
 
@@ -62,19 +81,19 @@ class RemoteSource:
     def __init__(self, url: str, readahead: int = 2**14) -> None:
         self.name = self.url = url
         self._file: Any = None
-        self._cache = (0, b"")
         try:
             with self._errors():
                 import fsspec
 
-                fs, path = fsspec.core.url_to_fs(url)
+                scheme, rest = url.split("://", 1)
+                fs, path = fsspec.core.url_to_fs(f"{scheme.lower()}://{rest}")  # schemes are case-insensitive
                 self._file = fs.open(path, "rb", cache_type="none")
                 size = self._file.size
                 if size is None:
                     raise OSError(errno.EPROTO, "the server does not say how long the file is, which reading it "
                                   "in place needs: download the file first and open the local copy", url)
                 self.size = int(size)
-                self._cache = (0, self._fetch(0, min(readahead, self.size)))
+                self._head = self._fetch(0, min(readahead, self.size))
         except BaseException:
             self.close()
             raise
@@ -99,16 +118,13 @@ class RemoteSource:
             raise TruncatedError(f"the server returned {len(data)} of {length} bytes", offset=offset)
         return data
 
-    def read(self, offset: int, length: int) -> bytes:
-        if offset < 0 or length < 0 or offset + length > self.size:
-            raise TruncatedError(f"read of {length} bytes past the end of a {self.size}-byte file", offset=offset)
-        start, cached = self._cache
-        if start <= offset and offset + length <= start + len(cached):
-            return cached[offset - start:offset - start + length]
-        return self._fetch(offset, length) if length else b""
+    def _read(self, offset: int, length: int) -> bytes:
+        if offset + length <= len(self._head) or not length:
+            return self._head[offset:offset + length]
+        return self._fetch(offset, length)
 
     def close(self) -> None:
-        self._cache = (0, b"")
+        self.closed = True
         if self._file is not None:
             self._file.close()
             self._file = None
