@@ -207,3 +207,13 @@ def test_url_schemes_are_recognised_in_any_case() -> None:
         port = s.getsockname()[1]
     with pytest.raises(ConnectionRefusedError):
         open_source(f"HTTP://127.0.0.1:{port}/set.dd")
+
+
+def test_a_url_whose_path_holds_a_scheme_separator_reads_from_that_path() -> None:
+    """Only the first ``://`` ends the scheme (an object key may contain another)."""
+    fs = fsspec.filesystem("memory")
+    fs.pipe("memory://sources-test/a://b.dd", DATA[:10])
+    src = open_source("MEMORY://sources-test/a://b.dd")
+    assert (src.size, src.read(2, 3)) == (10, DATA[2:5])
+    src.close()
+    fs.rm("memory://sources-test/a://b.dd")
