@@ -100,7 +100,6 @@ class ViewReplay:
         self.num_classes = num_classes
         self.schedule = schedule
         self.bits = views.bits
-        self.temperature = views.temperature
         as_tensor: Any = lambda a: torch.from_numpy(a).to(device=device, dtype=torch.int64)  # noqa: E731
         self.crops = as_tensor(views.crops)
         self.flips = torch.from_numpy(views.flips).to(device)
