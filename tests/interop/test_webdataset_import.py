@@ -121,3 +121,26 @@ def test_export_splits_shards_at_maxcount_and_refuses_a_used_folder_or_no_room(t
         export_webdataset(dd, out)
     with pytest.raises(ValueError, match="^maxcount must be at least 1, got 0$"):
         export_webdataset(dd, tmp_path / "other", maxcount=0)
+
+
+def test_export_meta_and_records_carry_what_the_import_restores(tmp_path):
+    """``dataset.json`` holds what tar members cannot say, each sample's ``.json`` its class and
+    weight; an empty class (num_classes 3, samples of 2) survives the trip."""
+    dd = ddformat.save(tmp_path / "set.dd", np.arange(4 * 4, dtype=np.uint8).reshape(4, 1, 2, 2),
+                       np.array([0, 0, 1, 1]), weights=np.array([1, 2, 3, 4]), num_classes=3,
+                       class_names=["a", "b", "c"], value_range=[0, 1], source_dataset="mnist",
+                       normalization={"mean": [0.5], "std": [0.25], "applied": False})
+    out = tmp_path / "shards"
+    out.mkdir()  # an existing empty folder is fine
+    export_webdataset(dd, out, maxcount=1)
+    assert len(list(out.glob("*.tar"))) == 4
+    meta = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
+    assert (meta["num_classes"], meta["class_names"], meta["value_range"]) == (3, ["a", "b", "c"], [0.0, 1.0])
+    assert meta["provenance"]["source_dataset"] == "mnist" and meta["sample_dtype"] == "uint8"
+    records = [json.loads(s["json"]) for s in webdataset.WebDataset(str(out / "shard-000003.tar"), shardshuffle=False)]
+    assert records == [{"class": 1, "weight": 4, "soft_label": None}]
+    with ddformat.open(import_webdataset(out, tmp_path / "back.dd")) as back:
+        assert (back.num_classes, back.class_names, back.dataset["value_range"]) == (3, ["a", "b", "c"], [0.0, 1.0])
+        assert back.dataset["normalization"] == {"mean": [0.5], "std": [0.25], "applied": False}
+        assert back.provenance["source_dataset"] == "mnist"
+        assert back.stored_weights().tolist() == [1, 2, 3, 4]
