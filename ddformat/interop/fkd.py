@@ -61,6 +61,8 @@ def load_batch(path: Path) -> list[Any]:
         with torch.serialization.safe_globals(_NUMPY_SCALARS):
             config = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "GLOBAL" not in str(exc):  # torch names the blocked global; anything else is not a pickle of ours
+            raise ValueError(f"{path}: not a readable torch file") from exc
         raise ValueError(f"{path}: refused: it pickles objects other than tensors, numbers and containers") from exc
     except (RuntimeError, EOFError) as exc:
         raise ValueError(f"{path}: not a readable torch file ({exc})") from exc
@@ -148,7 +150,7 @@ def import_fkd(
                 boxes[r, b[mixed]] = box
                 logits = logits / temperature
                 probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-                idx, q, kl = quantise_views(probs / probs.sum(axis=1, keepdims=True), k, bits)
+                idx, q, kl = quantise_views(probs, k, bits)  # normalises each row
                 indices[r, b], levels[r, b] = idx, q
                 kl_sum += kl * len(b)
                 bar.update(len(b))
