@@ -82,10 +82,12 @@ def test_each_defect_of_a_batch_file_alone_is_refused_naming_the_file(source, tm
     assert refusal(source, tmp_path, **change) == message
 
 
-def test_empty_cutmix_boxes_and_unmixed_batches_are_accepted(source, tmp_path):
-    batch_file(tmp_path / "empty", bbox=[2, 1, 2, 1])
+def test_one_pixel_crops_empty_cutmix_boxes_and_unmixed_batches_are_accepted(source, tmp_path):
+    batch_file(tmp_path / "empty", bbox=[2, 1, 2, 1], coords=crop(1, [0.75, 0.5, 0.25, 0.25]))
     with ddformat.open(import_fkd(source, tmp_path / "empty", tmp_path / "e.dd", k=2, bits=4, progress=False)) as f:
         assert (f.views().partners >= 0).all() and (f.views().mix_boxes == [2, 1, 0, 0]).all()
+        assert [1, 1] in f.views().crops[0, :, 2:].tolist()
+        assert f.views().temperature == 20.0 and f.recipe["temperature"] == 20.0  # SRe2L's default
     batch_file(tmp_path / "plain", index=None, bbox=None)
     with ddformat.open(import_fkd(source, tmp_path / "plain", tmp_path / "p.dd", k=2, bits=4, progress=False)) as f:
         assert (f.views().partners == -1).all()
@@ -146,6 +148,12 @@ def test_batch_files_that_are_not_six_field_lists_or_not_torch_files_are_refused
     path.parent.mkdir(parents=True)
     torch.save({"coords": torch.zeros(4, 4)}, path)
     with pytest.raises(ValueError, match=rf"^{path}: expected \[coords, flips, mix_index, mix_lam, mix_bbox, output\]$"):
+        import_fkd(source, tmp_path / "run", tmp_path / "o.dd", k=2, bits=4, progress=False)
+    torch.save([torch.zeros(4, 4)] * 5, path)
+    with pytest.raises(ValueError, match=rf"^{path}: expected \[coords, flips, mix_index, mix_lam, mix_bbox, output\]$"):
+        import_fkd(source, tmp_path / "run", tmp_path / "o.dd", k=2, bits=4, progress=False)
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"^{path}: not a readable torch file \(EOFError\)$"):
         import_fkd(source, tmp_path / "run", tmp_path / "o.dd", k=2, bits=4, progress=False)
     path.write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match=f"^{path}: not a readable torch file$"):
