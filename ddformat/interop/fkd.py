@@ -65,7 +65,7 @@ def load_batch(path: Path) -> list[Any]:
             raise ValueError(f"{path}: not a readable torch file") from exc
         raise ValueError(f"{path}: refused: it pickles objects other than tensors, numbers and containers") from exc
     except (RuntimeError, EOFError) as exc:
-        raise ValueError(f"{path}: not a readable torch file ({exc or type(exc).__name__})") from exc
+        raise ValueError(f"{path}: not a readable torch file ({str(exc) or type(exc).__name__})") from exc
     if not isinstance(config, (list, tuple)) or len(config) != 6:
         raise ValueError(f"{path}: expected [coords, flips, mix_index, mix_lam, mix_bbox, output]")
     return list(config)
