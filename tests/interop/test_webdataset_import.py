@@ -64,10 +64,22 @@ def test_float_weights_are_kept_exactly_as_explicit_weights_and_the_name_can_be_
         assert f.dataset["name"] == "mine"
 
 
-def test_soft_labels_in_the_json_become_the_files_labels(tmp_path):
-    path = shard(tmp_path / "one.tar", [member(1, 0, soft_label=[0.75, 0.25]), member(2, 1, soft_label=[0.25, 0.75])])
+def test_soft_labels_in_the_json_become_the_files_labels_exactly(tmp_path):
+    """0.9 and 0.1 are not float16 numbers: the import stores float32, losing nothing."""
+    soft = np.array([[0.9, 0.1], [0.1, 0.9]], np.float32)
+    path = shard(tmp_path / "one.tar", [member(1, 0, soft_label=soft[0].tolist()), member(2, 1, soft_label=soft[1].tolist())])
     with ddformat.open(import_webdataset(path, tmp_path / "set.dd")) as f:
-        assert np.array_equal(f.labels(), np.array([[0.75, 0.25], [0.25, 0.75]], np.float32))
+        assert np.array_equal(f.labels(), soft)
+        assert f.provenance["producer"] == "ddformat.import_webdataset"
+
+
+def test_a_zca_file_holding_pickled_objects_is_refused_not_unpickled(tmp_path):
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    shard(folder / "a.tar", [member(1, 0), member(2, 1)])
+    np.savez(folder / "zca.npz", mean=np.zeros(4), matrix=np.array([{"payload": 1}], dtype=object))
+    with pytest.raises(ValueError, match="allow_pickle=False"):
+        import_webdataset(folder, tmp_path / "set.dd")
 
 
 def _refusal(tmp_path, samples) -> str:
