@@ -73,6 +73,13 @@ def test_soft_labels_in_the_json_become_the_files_labels_exactly(tmp_path):
         assert f.provenance["producer"] == "ddformat.import_webdataset"
 
 
+def test_an_npy_member_holding_pickled_objects_is_refused_not_unpickled(tmp_path):
+    out = io.BytesIO()
+    np.save(out, np.array([{"payload": 1}], dtype=object), allow_pickle=True)
+    message = _refusal(tmp_path, [{"npy": out.getvalue(), "cls": b"0"}])
+    assert message.startswith("SHARD, sample 's0': ") and "allow_pickle=False" in message
+
+
 def test_a_zca_file_holding_pickled_objects_is_refused_not_unpickled(tmp_path):
     folder = tmp_path / "shards"
     folder.mkdir()
@@ -140,19 +147,23 @@ def test_export_meta_and_records_carry_what_the_import_restores(tmp_path):
     weight; an empty class (num_classes 3, samples of 2) survives the trip."""
     dd = ddformat.save(tmp_path / "set.dd", np.arange(4 * 4, dtype=np.uint8).reshape(4, 1, 2, 2),
                        np.array([0, 0, 1, 1]), weights=np.array([1, 2, 3, 4]), num_classes=3,
-                       class_names=["a", "b", "c"], value_range=[0, 1], source_dataset="mnist",
+                       class_names=["a", "b", "c"], value_range=[-1, 1], source_dataset="mnist",
                        normalization={"mean": [0.5], "std": [0.25], "applied": False})
     out = tmp_path / "shards"
     out.mkdir()  # an existing empty folder is fine
     export_webdataset(dd, out, maxcount=1)
+    assert export_webdataset(dd, tmp_path / "a" / "b", maxcount=2).is_dir()  # so is a new nested one
     assert len(list(out.glob("*.tar"))) == 4
     meta = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
-    assert (meta["num_classes"], meta["class_names"], meta["value_range"]) == (3, ["a", "b", "c"], [0.0, 1.0])
+    assert (meta["num_classes"], meta["class_names"], meta["value_range"]) == (3, ["a", "b", "c"], [-1.0, 1.0])
     assert meta["provenance"]["source_dataset"] == "mnist" and meta["sample_dtype"] == "uint8"
     records = [json.loads(s["json"]) for s in webdataset.WebDataset(str(out / "shard-000003.tar"), shardshuffle=False)]
     assert records == [{"class": 1, "weight": 4, "soft_label": None}]
     with ddformat.open(import_webdataset(out, tmp_path / "back.dd")) as back:
-        assert (back.num_classes, back.class_names, back.dataset["value_range"]) == (3, ["a", "b", "c"], [0.0, 1.0])
+        assert (back.num_classes, back.class_names, back.dataset["value_range"]) == (3, ["a", "b", "c"], [-1.0, 1.0])
         assert back.dataset["normalization"] == {"mean": [0.5], "std": [0.25], "applied": False}
         assert back.provenance["source_dataset"] == "mnist"
-        assert back.stored_weights().tolist() == [1, 2, 3, 4]
+        assert back.stored_weights().tolist() == [1, 2, 3, 4] and back.stored_weights().dtype.kind in "iu"
+    shards = sorted(str(p) for p in out.glob("*.tar"))
+    with ddformat.open(import_webdataset(shards[:2], tmp_path / "two.dd")) as two:  # a list of shard URLs
+        assert two.num_samples == 2
