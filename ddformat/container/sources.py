@@ -9,10 +9,10 @@ error says so, names the path or URL as the user gave it, and says what to do.
 from __future__ import annotations
 
 import errno
-from abc import ABC, abstractmethod
 import mmap
 import os
 import re
+from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Protocol
