@@ -5,7 +5,9 @@ bounded before it starts."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import subprocess
 import sys
 import time
@@ -49,6 +51,7 @@ from ddformat.codecs.ruo.grid import (
     wavefront_slope,
     wavefront_steps,
 )
+from ddformat.codecs.ruo import laplace
 from ddformat.codecs.ruo.laplace import LATENT_TABLE_SHA256, latent_cdf, table_digest
 from ddformat.limits import Limits
 from ddformat.torch import samples_tensor
@@ -428,6 +431,23 @@ def test_the_latent_table_is_the_specs_integer_table():
         row = (sigma_index + 16) * 16 + fraction
         reference = ruo_reference.table(sigma_index, fraction, tuple(range(-128, 129)))
         assert cdf[row].tolist() == list(reference), (sigma_index, fraction)
+
+
+def test_the_table_procedures_recomputed_give_the_specs_published_values():
+    """Recomputed now, not read from the module's import-time values and caches: the 80 ratios
+    G_i equal the list printed in spec § 3.6 (and its SHA-256), the latent table hashes to the
+    spec's digest, and weight tables equal the reference's rows from the spec's procedure."""
+    text = (Path(__file__).parents[2] / "spec" / "format.md").read_text(encoding="utf-8")
+    block = text.split("G_−16 … G_63", 1)[1]
+    digest = re.search(r"`([0-9a-f]{64})`", block).group(1)
+    printed = [int(v) for v in block.split("```")[1].split()]
+    ratios = laplace._ratios()
+    assert ratios.tolist() == printed and len(printed) == 80
+    assert hashlib.sha256(ratios.astype("<u8").tobytes()).hexdigest() == digest
+    assert table_digest(laplace.latent_cdf.__wrapped__()) == LATENT_TABLE_SHA256
+    for sigma_index, limit in ((-16, 1), (0, 5), (7, 40), (27, 127), (63, 3)):
+        reference = ruo_reference.table(sigma_index, 0, tuple(range(-limit, limit + 1)))
+        assert laplace.weight_cdf.__wrapped__(sigma_index, limit).tolist() == list(reference), (sigma_index, limit)
 
 
 def _decode_everywhere(path: Path) -> list[list[np.ndarray]]:
