@@ -36,16 +36,16 @@ from tqdm.auto import tqdm
 import ddformat
 from ddformat.evaluation.evaluate import evaluate_file
 from producers.common import RealData
-from producers.common.diffusion import LatentPrior, directory_hash, pixels
-from producers.ddoq import CLUSTERINGS, DdoqConfig, distill, quantize, save_result, w2
+from producers.common.diffusion import LatentPrior, directory_hash
 from producers.common.ranks import unit_seed
+from producers.ddoq import CLUSTERINGS, DdoqConfig, distill, quantize, save_result, w2
 
 SCHEMES = {"uniform": "no weights (D4M)", "sqrt": "Eq. 34", "proportional": "direct v/Σv"}
 
 
 def table1(prior: LatentPrior, real: RealData, ipcs: list[int], seeds: list[int], epochs: int,
            after_decode: bool, config: DdoqConfig) -> list[dict[str, Any]]:
-    images = pixels(real)
+    images = real.to_pixels(real.images)
     latents = {c: prior.encode(images[real.indices(c)]) for c in range(real.num_classes)}
     rows = []
     jobs = [(ipc, clustering, seed) for ipc in ipcs for clustering in CLUSTERINGS for seed in seeds]

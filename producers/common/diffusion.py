@@ -120,12 +120,6 @@ def _ddpm(config: PriorConfig) -> DDPMScheduler:
                          beta_schedule="scaled_linear", clip_sample=False)
 
 
-def pixels(real: RealData) -> torch.Tensor:
-    """``real``'s images back in uint8 pixels (exactly the source's: the normalisation is undone
-    and rounded), the units the VAE is trained on and decodes to."""
-    return real.to_pixels(real.images)
-
-
 def directory_hash(path: str | os.PathLike[str]) -> str:
     """SHA-256 over every file of a prior directory (relative path and bytes, in sorted order):
     what a producer records in provenance to name the exact prior it used."""
@@ -380,7 +374,7 @@ def _train(args: argparse.Namespace) -> None:
         changes["vae_channels"] = ()
     config = dataclasses.replace(base, **changes)
     out = args.out or cache_dir(prior_name(args.data, args.classes, args.pixel))
-    prior = train_prior(pixels(real), real.labels, real.class_names, config, source=args.data, progress=not args.quiet)
+    prior = train_prior(real.to_pixels(real.images), real.labels, real.class_names, config, source=args.data, progress=not args.quiet)
     prior.save(out)
     grid = sample_grid(prior, Path(out) / "samples.png")
     t = prior.training

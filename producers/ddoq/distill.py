@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 
 import ddformat
 from producers.common import RealData
+from producers.common.diffusion import LatentPrior
 from producers.common.ranks import unit_seed
-from producers.common.diffusion import LatentPrior, pixels
 
 from .cluster import CLUSTERINGS, Quantization, quantize, w2
 
@@ -110,7 +110,7 @@ def distill(prior: LatentPrior, data: RealData, config: DdoqConfig, labels: Sequ
     """Steps 1-3 for each class in ``labels`` (default: all), in order."""
     check_prior(prior, data)
     labels = range(data.num_classes) if labels is None else labels
-    images = pixels(data)
+    images = data.to_pixels(data.images)
     return [distill_class(prior, images[data.indices(c)], c, config)
             for c in tqdm(labels, desc=f"DDOQ ({config.clustering})", unit="class", disable=not progress)]
 

@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 
 import ddformat
 from producers.common import RealData
-from producers.common.ranks import unit_seed
 from producers.common.diffusion import LatentPrior, cache_dir
+from producers.common.ranks import unit_seed
 
 from .estimator import EstimatorConfig, VariationalEstimator, train_estimator
 from .sample import merge_four, sample_class

@@ -17,7 +17,7 @@ import torch
 import ddformat
 from ddformat import cli
 from producers.common import RealData
-from producers.common.diffusion import TINY_PRIOR, PriorConfig, directory_hash, pixels, train_prior
+from producers.common.diffusion import TINY_PRIOR, PriorConfig, directory_hash, train_prior
 from producers.ddoq import clvq, online_kmeans, voronoi_counts, w2
 from producers.ddoq.__main__ import main as ddoq_main
 
@@ -61,7 +61,7 @@ def test_w2_is_exact_transport_and_counts_can_close_the_gap():
 def prior_dir(tmp_path_factory) -> Path:
     real = RealData.load("digits", classes=3)
     keep = torch.cat([real.indices(c)[:20] for c in range(3)])
-    prior = train_prior(pixels(real)[keep], real.labels[keep], real.class_names,
+    prior = train_prior(real.to_pixels(real.images)[keep], real.labels[keep], real.class_names,
                         PriorConfig(**TINY_PRIOR, image_size=8), source="digits", progress=False)
     return prior.save(tmp_path_factory.mktemp("prior") / "digits")
 

@@ -11,7 +11,7 @@ import torch
 
 from ddformat.evaluation import realdata
 from producers.common import RealData
-from producers.common.diffusion import TINY_PRIOR, LatentPrior, PriorConfig, directory_hash, pixels, train_prior
+from producers.common.diffusion import TINY_PRIOR, LatentPrior, PriorConfig, directory_hash, train_prior
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +22,14 @@ def real() -> RealData:
 @pytest.fixture(scope="module")
 def prior(real) -> LatentPrior:
     keep = torch.cat([real.indices(c)[:20] for c in range(real.num_classes)])
-    return train_prior(pixels(real)[keep], real.labels[keep], real.class_names,
+    return train_prior(real.to_pixels(real.images)[keep], real.labels[keep], real.class_names,
                        PriorConfig(**TINY_PRIOR, image_size=8), source="digits", progress=False)
 
 
 def test_pixels_undo_the_normalisation_exactly(real):
     x, y = realdata.load("digits", "train")
     keep = y < 3
-    assert torch.equal(pixels(real), x[keep])
+    assert torch.equal(real.to_pixels(real.images), x[keep])
 
 
 def test_a_prior_reads_back_from_its_directory_as_the_same_model(prior, real, tmp_path):
@@ -38,7 +38,7 @@ def test_a_prior_reads_back_from_its_directory_as_the_same_model(prior, real, tm
     loaded = LatentPrior.load(path)
     assert loaded.class_names == prior.class_names and loaded.image_shape == (1, 8, 8)
     assert loaded.vae.config.scaling_factor == prior.vae.config.scaling_factor != 0.18215
-    images = pixels(real)[:12]
+    images = real.to_pixels(real.images)[:12]
     latents = prior.encode(images)
     assert torch.equal(loaded.encode(images), latents)
     assert torch.equal(loaded.decode(latents), prior.decode(latents))
@@ -59,7 +59,7 @@ def test_the_prior_hash_changes_with_any_byte_of_the_directory(prior, tmp_path):
 
 
 def test_denoising_conditions_on_the_class(prior, real):
-    latents = prior.encode(pixels(real)[:6])
+    latents = prior.encode(real.to_pixels(real.images)[:6])
     runs = [prior.denoise(latents, torch.full((6,), c), strength=0.8, steps=4,
                           generator=torch.Generator().manual_seed(0)) for c in (0, 1)]
     assert not torch.equal(runs[0], runs[1])
@@ -68,4 +68,4 @@ def test_denoising_conditions_on_the_class(prior, real):
 def test_a_prior_whose_latent_grid_cannot_halve_in_the_unet_is_refused(real):
     config = dataclasses.replace(PriorConfig(**TINY_PRIOR), image_size=8, unet_channels=(8, 8, 8, 8))
     with pytest.raises(ValueError, match="does not halve"):
-        train_prior(pixels(real)[:4], real.labels[:4], real.class_names, config, progress=False)
+        train_prior(real.to_pixels(real.images)[:4], real.labels[:4], real.class_names, config, progress=False)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import ddformat
 from ddformat import cli
 from producers.common import RealData
-from producers.common.diffusion import TINY_PRIOR, LatentPrior, PriorConfig, pixels, train_prior
+from producers.common.diffusion import TINY_PRIOR, LatentPrior, PriorConfig, train_prior
 from producers.igds import EstimatorConfig, information_objective, merge_four, sample_class, train_estimator
 from producers.igds.__main__ import main as igds_main
 from producers.igds.sample import to_estimator_space
@@ -35,7 +35,7 @@ def real() -> RealData:
 @pytest.fixture(scope="module")
 def prior_dir(real, tmp_path_factory) -> Path:
     keep = torch.cat([real.indices(c)[:20] for c in range(3)])
-    prior = train_prior(pixels(real)[keep], real.labels[keep], real.class_names,
+    prior = train_prior(real.to_pixels(real.images)[keep], real.labels[keep], real.class_names,
                         PriorConfig(**{**TINY_PRIOR, "vae_channels": ()}, image_size=8), source="digits",
                         progress=False)
     return prior.save(tmp_path_factory.mktemp("prior") / "digits-pixel")
@@ -51,7 +51,7 @@ def test_a_pixel_space_prior_round_trips_without_a_vae(prior_dir, real):
     prior = LatentPrior.load(prior_dir)
     assert prior.vae is None and not (prior_dir / "vae").exists()
     assert prior.scheduler.config.beta_schedule == "linear" and prior.unet.config.in_channels == 1
-    images = pixels(real)[:4]
+    images = real.to_pixels(real.images)[:4]
     assert torch.equal(prior.decode(prior.encode(images)), images)
 
 
