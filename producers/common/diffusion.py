@@ -374,7 +374,8 @@ def _train(args: argparse.Namespace) -> None:
         changes["vae_channels"] = ()
     config = dataclasses.replace(base, **changes)
     out = args.out or cache_dir(prior_name(args.data, args.classes, args.pixel))
-    prior = train_prior(real.to_pixels(real.images), real.labels, real.class_names, config, source=args.data, progress=not args.quiet)
+    prior = train_prior(real.to_pixels(real.images), real.labels, real.class_names, config, source=args.data,
+                        progress=not args.quiet)
     prior.save(out)
     grid = sample_grid(prior, Path(out) / "samples.png")
     t = prior.training

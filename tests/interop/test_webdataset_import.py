@@ -67,7 +67,8 @@ def test_float_weights_are_kept_exactly_as_explicit_weights_and_the_name_can_be_
 def test_soft_labels_in_the_json_become_the_files_labels_exactly(tmp_path):
     """0.9 and 0.1 are not float16 numbers: the import stores float32, losing nothing."""
     soft = np.array([[0.9, 0.1], [0.1, 0.9]], np.float32)
-    path = shard(tmp_path / "one.tar", [member(1, 0, soft_label=soft[0].tolist()), member(2, 1, soft_label=soft[1].tolist())])
+    path = shard(tmp_path / "one.tar", [member(1, 0, soft_label=soft[0].tolist()),
+                                        member(2, 1, soft_label=soft[1].tolist())])
     with ddformat.open(import_webdataset(path, tmp_path / "set.dd")) as f:
         assert np.array_equal(f.labels(), soft)
         assert f.provenance["producer"] == "ddformat.import_webdataset"
