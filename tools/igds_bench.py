@@ -6,11 +6,12 @@
 One pixel-space prior (``python -m producers.common.diffusion train --data DATA --pixel``) and one
 variational estimator (cached by :func:`producers.igds.cached_estimator`) serve every set. At each
 IPC and seed: plain DDPM samples of the prior (``unguided``), IGDS at every β (the same noise
-seeds), and a class-balanced random real subset (``random``); ConvNet-D3 students train on each
-with the paper's protocol as the files' recipe (Adam 0.01, RandomResizedCrop + flip + CutMix,
-Table 8's epochs scaled; ``--epochs`` overrides), one student per seed. Sampling time per image
-is read from each file's provenance. Writes ``igds_bench.json``, ``igds_bench.md`` and
-``igds_beta.png`` (accuracy against β per IPC, unguided and random as reference lines).
+seeds), and a class-balanced random real subset (``random``); one student of each ``--students``
+architecture (ConvNet-D3, ResNetAP-10) trains on each with the paper's protocol as the files'
+recipe (Adam 0.01, RandomResizedCrop + flip + CutMix, Table 8's epochs scaled; ``--epochs``
+overrides), one student per seed. Sampling time per image is read from each file's provenance.
+Writes ``igds_bench.json``, ``igds_bench.md`` and ``igds_beta.png`` (accuracy against β per IPC,
+one row of plots per student, unguided and random as reference lines).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import ddformat
 from ddformat.cli.preview import preview
 from ddformat.evaluation import realdata
 from ddformat.evaluation.evaluate import evaluate_file
+from ddformat.evaluation.models import canonical_architecture
 from producers.common import RealData
 from producers.common.diffusion import LatentPrior, cache_dir, directory_hash, prior_name
 from tools.rate_utility import class_subset
@@ -48,9 +50,10 @@ def _png(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     ipcs = sorted({r["ipc"] for r in rows})
-    fig, axes = plt.subplots(1, len(ipcs), figsize=(4 * len(ipcs), 3.4), squeeze=False)
-    for ax, ipc in zip(axes[0], ipcs):
-        mine = [r for r in rows if r["ipc"] == ipc]
+    students = sorted({r["student"] for r in rows})
+    fig, axes = plt.subplots(len(students), len(ipcs), figsize=(4 * len(ipcs), 3.4 * len(students)), squeeze=False)
+    for (student, ipc), ax in zip([(s, i) for s in students for i in ipcs], axes.flat):
+        mine = [r for r in rows if r["ipc"] == ipc and r["student"] == student]
         betas = sorted({r["beta"] for r in mine if r["method"] == "igds"})
         mean = [statistics.fmean(100 * r["accuracy"] for r in mine if r["method"] == "igds" and r["beta"] == b)
                 for b in betas]
@@ -62,8 +65,9 @@ def _png(rows: list[dict[str, Any]], path: Path) -> None:
                            label=method)
         ax.set_xticks(range(len(betas)), [str(b) for b in betas])
         ax.set_xlabel("β")
-        ax.set_title(f"IPC {ipc}")
-    axes[0][0].set_ylabel("test accuracy %")
+        ax.set_title(f"IPC {ipc}, {student}")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test accuracy %")
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -79,6 +83,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--steps", type=int, default=100, help="DDPM steps (paper: 250)")
     ap.add_argument("--eta", type=float, default=IgdsConfig.eta)
+    ap.add_argument("--students", default="ConvNet-D3", help="student architectures, comma-separated")
     ap.add_argument("--epochs", type=int, default=0, help="student epochs (0: the recipe's, Table 8 scaled)")
     ap.add_argument("--estimator-epochs", type=int, default=EstimatorConfig.epochs)
     ap.add_argument("--out", type=Path, default=Path("runs/igds"))
@@ -87,6 +92,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     results = args.out / "igds_bench.json"
     rows: list[dict[str, Any]] = json.loads(results.read_text())["rows"] if args.resume and results.exists() else []
+    for row in rows:
+        row.setdefault("student", "ConvNet-D3")  # rows written before students were chosen
+    students = [canonical_architecture(a) for a in args.students.split(",")]
 
     real = RealData.load(args.data)
     prior_dir = args.prior or cache_dir(prior_name(args.data, pixel=True))
@@ -99,7 +107,9 @@ def main() -> None:
             for seed in (int(v) for v in args.seeds.split(","))
             for method, beta in [("random", None), ("unguided", None)] + [("igds", b) for b in betas]]
     for ipc, seed, method, beta in tqdm(jobs, desc="sets"):
-        if any(r["ipc"] == ipc and r["seed"] == seed and r["method"] == method and r["beta"] == beta for r in rows):
+        done = {r["student"] for r in rows if (r["ipc"], r["seed"], r["method"], r["beta"]) == (ipc, seed, method, beta)}
+        todo = [a for a in students if a not in done]
+        if not todo:
             continue
         config = IgdsConfig(ipc=ipc, beta=-1.0 if beta is None else beta, eta=args.eta, steps=args.steps,
                             guided=method == "igds", seed=seed, eval_epochs=args.epochs)
@@ -116,23 +126,26 @@ def main() -> None:
                     with ddformat.open(path) as f:
                         name = method if beta is None else f"{method}-beta{beta}"
                         preview(f, per_class=min(ipc, 10), scale=4).save(args.out / f"grid-ipc{ipc}-{name}.png")
-            report = evaluate_file(path, args.data, seeds=[seed], progress=False,
-                                   **({"epochs": args.epochs} if args.epochs else {}))
-        rows.append({"ipc": ipc, "seed": seed, "method": method, "beta": beta, "accuracy": report["results"][0]["mean"],
-                     "epochs": report["protocol"]["epochs"], "seconds_per_image": per_image})
-        tqdm.write(f"IPC {ipc:>3} seed {seed} {method:<9} β {beta if beta is not None else '—':<5} "
-                   f"accuracy {100 * rows[-1]['accuracy']:.2f} %"
-                   + (f"  {per_image:.3f} s/image" if per_image else ""))
+            for student in todo:
+                report = evaluate_file(path, args.data, seeds=[seed], progress=False, architecture=student,
+                                       **({"epochs": args.epochs} if args.epochs else {}))
+                rows.append({"ipc": ipc, "seed": seed, "method": method, "beta": beta, "student": student,
+                             "accuracy": report["results"][0]["mean"], "epochs": report["protocol"]["epochs"],
+                             "seconds_per_image": per_image})
+                tqdm.write(f"IPC {ipc:>3} seed {seed} {method:<9} β {beta if beta is not None else '—':<5} "
+                           f"{student:<11} accuracy {100 * rows[-1]['accuracy']:.2f} %"
+                           + (f"  {per_image:.3f} s/image" if per_image else ""))
         results.write_text(json.dumps({"rows": rows}, indent=2))
 
-    table = ["| IPC | method | β | students | accuracy % | s per image (sampling) |", "|---|---|---|---|---|---|"]
-    keys = sorted({(r["ipc"], r["method"], r["beta"]) for r in rows},
-                  key=lambda k: (k[0], ["random", "unguided", "igds"].index(k[1]), k[2] or 0))
-    for ipc, method, beta in keys:
-        picked = [r for r in rows if (r["ipc"], r["method"], r["beta"]) == (ipc, method, beta)]
+    table = ["| student | IPC | method | β | seeds | accuracy % | s per image (sampling) |",
+             "|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["student"], r["ipc"], r["method"], r["beta"]) for r in rows},
+                  key=lambda k: (k[0], k[1], ["random", "unguided", "igds"].index(k[2]), k[3] or 0))
+    for student, ipc, method, beta in keys:
+        picked = [r for r in rows if (r["student"], r["ipc"], r["method"], r["beta"]) == (student, ipc, method, beta)]
         acc = [100 * r["accuracy"] for r in picked]
         times = [r["seconds_per_image"] for r in picked if r["seconds_per_image"]]
-        table.append(f"| {ipc} | {method} | {beta if beta is not None else '—'} | {len(acc)} | "
+        table.append(f"| {student} | {ipc} | {method} | {beta if beta is not None else '—'} | {len(acc)} | "
                      f"{statistics.fmean(acc):.2f} ± {statistics.pstdev(acc):.2f} | "
                      f"{f'{statistics.fmean(times):.3f}' if times else '—'} |")
     results.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))

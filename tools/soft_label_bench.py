@@ -17,8 +17,8 @@ teacher's soft labels (T = 20) for views drawn as FKD draws them (RRC+flip, CutM
 Students (ConvNet-D3, paper 002 Table 1 SL column: KL at T = 20, AdamW 1e-3, cosine) train
 ``--epochs`` epochs on the replayed views with ``--seeds`` seeds and are tested on the 1,000
 held-out patches (``ddformat.evaluation.evaluate.evaluate_file``). Loader throughput is measured
-in the same run: batches per second replaying stored views against indexing plain samples and
-against drawing RRC+flip+CutMix online.
+in the same run, on the first setting's file: batches per second replaying stored views against
+indexing plain samples and against drawing RRC+flip+CutMix online.
 
 Writes ``<out>.json`` and ``<out>.png`` (accuracy against label bits per class).
 """
@@ -50,6 +50,25 @@ from tools.rate_utility import class_subset
 NUM_CLASSES = 10
 BATCH = 50
 TEMPERATURE = 20.0
+
+
+DEFAULT_SETTINGS = "all:10:16,all:3:8,e/10:10:16,e/10:3:8,e/10:1:4,e/100:3:8,e/100:2:6"
+
+
+def _setting(text: str, epochs: int) -> tuple[str, int, int, int]:
+    """``ROUNDS:K:BITS`` → (name, rounds, k, bits); ROUNDS is ``all`` (a round per epoch, FKD),
+    ``e/N`` (epochs ÷ N, at least 1) or a number of rounds."""
+    rounds_text, k, bits = text.split(":")
+    if rounds_text == "all":
+        rounds, what = epochs, "a round per epoch"
+    elif rounds_text.startswith("e/"):
+        rounds, what = max(1, epochs // int(rounds_text[2:])), f"rounds ÷{rounds_text[2:]}"
+    else:
+        rounds = int(rounds_text)
+        what = f"{rounds} round" + ("s" if rounds != 1 else "")
+    labels = f"all {k} at {bits} bits" if int(k) == NUM_CLASSES else f"top-{k} at {bits} bits"
+    return f"{what}, {labels}" + (" (FKD's labels)" if rounds == epochs and int(k) == NUM_CLASSES else ""), \
+        rounds, int(k), int(bits)
 
 
 def _teacher(epochs: int) -> tuple[torch.nn.Module, float]:
@@ -94,19 +113,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=100, help="student epochs (paper 002 uses 300)")
     ap.add_argument("--teacher-epochs", type=int, default=20)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--settings", default=DEFAULT_SETTINGS,
+                    help="label settings ROUNDS:K:BITS, comma-separated; ROUNDS 'all' is one round per epoch")
     ap.add_argument("--out", type=Path, default=Path("docs/soft_labels"))
     args = ap.parse_args()
     torch.set_num_threads(1)  # tiny networks: one thread beats two contended ones
     e = args.epochs
-    settings = [  # name, rounds, k, bits
-        ("a round per epoch, all 10 at 16 bits (FKD's labels)", e, NUM_CLASSES, 16),
-        ("a round per epoch, top-3 at 8 bits", e, 3, 8),
-        ("rounds ÷10, all 10 at 16 bits", max(1, e // 10), NUM_CLASSES, 16),
-        ("rounds ÷10, top-3 at 8 bits", max(1, e // 10), 3, 8),
-        ("rounds ÷10, top-1 at 4 bits", max(1, e // 10), 1, 4),
-        ("rounds ÷100, top-3 at 8 bits", max(1, e // 100), 3, 8),
-        ("rounds ÷100, top-2 at 6 bits", max(1, e // 100), 2, 6),
-    ]
+    settings = [_setting(text, e) for text in args.settings.split(",")]
     teacher, teacher_accuracy = _teacher(args.teacher_epochs)
     print(f"teacher: ConvNet-D3, {args.teacher_epochs} epochs on 3,000 real patches, test accuracy "
           f"{teacher_accuracy:.4f}")
@@ -128,8 +141,8 @@ def main() -> None:
             rows.append(row)
             print(f"{name}: {row['label_bits_per_class']:.0f} label bits/class, {row['fp16_ratio']:.1f}x under fp16, "
                   f"accuracy {100 * row['mean']:.2f} ± {100 * row['std']:.2f}")
-            if rounds == e and k == NUM_CLASSES:
-                throughput = _throughput(path, 5)
+            if len(rows) == 1:
+                throughput = {"file": name, **_throughput(path, 5)}
         online = _students(base, seeds, e, regime="sl+kd", temperature=TEMPERATURE, teacher=str(ckpt),
                            augmentation=("rrc+flip", "cutmix"))
         hard = _students(base, seeds, e, regime="hl", augmentation=("rrc+flip", "cutmix"))
