@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ from ddformat.evaluation import realdata
 from ddformat.evaluation.augment import RandomResizedCropFlip, cutmix
 from ddformat.evaluation.evaluate import evaluate_file
 from ddformat.evaluation.models import build_model
-from ddformat.evaluation.relabel import relabel, views_report
+from ddformat.evaluation.relabel import relabel
 from ddformat.evaluation.teachers import save_teacher
 from ddformat.evaluation.training import Protocol, accuracy, train_student
 from ddformat.torch import DistilledDataset
