@@ -258,7 +258,7 @@ class ViewsCodec:
         if sum(chunk_words) * 4 != len(words):
             raise DecodeError(f"chunk words sum to {sum(chunk_words)}, the payload has {len(words) // 4}",
                               section=section.kind, field="params.chunk_words")
-        n, (h, w) = layout.num_samples, layout.sample_shape[-2:]
+        n = layout.num_samples
         num_digits = len(_digits(n))
         crops = np.zeros((rounds, n, 4), np.int32)
         flips = np.zeros((rounds, n), bool)

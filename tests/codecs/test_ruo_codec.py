@@ -162,11 +162,11 @@ def test_wavefront_schedule_is_the_spec_order_and_decodes_each_latent_after_its_
         m, steps = schedule(h, w, scales, context)
         assert m == latents_per_sample(h, w, scales) and len(steps) == wavefront_steps(h, w, scales, context)
         expected = _spec_order(h, w, scales, context)
-        assert [(st.positions.tolist(), st.neighbours.tolist()) for st in steps] == expected
+        assert [(step.positions.tolist(), step.neighbours.tolist()) for step in steps] == expected
         done: set[int] = set()
-        for st in steps:
-            assert all(n in done for n in st.neighbours.reshape(-1) if n >= 0)
-            done.update(st.positions.tolist())
+        for step in steps:
+            assert all(n in done for n in step.neighbours.reshape(-1) if n >= 0)
+            done.update(step.positions.tolist())
         assert len(done) == m
     assert context_pattern(4) == ((-1, 0), (0, -1), (-1, -1), (-1, 1))
 

@@ -19,7 +19,7 @@ import ddformat
 from ddformat import cli
 from ddformat.weighting import loss_weights
 from producers.common import RealData
-from producers.common.teachers import ClassBNStatistics, TeacherConfig, cached_teacher, class_bn_statistics
+from producers.common.teachers import ClassBNStatistics, TeacherConfig, cached_teacher
 from producers.wmdd import RecoverConfig, recover, wasserstein_barycenter
 from producers.wmdd.__main__ import main as wmdd_main
 
