@@ -130,9 +130,17 @@ class ResNet(nn.Module):
             raise ValueError(f"downsample must be 'stride' or 'avgpool', got {downsample!r}")
         self.stem, shrink = _stem(in_channels, width, image_size, norm, downsample)
         halvings = len(blocks) - 1
-        if downsample == "avgpool" and min(image_size) // shrink >> halvings < 1:
+        final = min(image_size) // shrink
+        for _ in range(halvings):
+            final = final // 2 if downsample == "avgpool" else (final + 1) // 2
+        if final < 1:
             raise ValueError(f"a {image_size[0]}×{image_size[1]} input is pooled below one pixel; "
                              f"average-pooling ResNets need at least {shrink << halvings} pixels a side")
+        if norm == "instance" and final < 2:
+            raise ValueError(f"a {image_size[0]}×{image_size[1]} input leaves the last stage a 1×1 map, which "
+                             f"instance normalisation sets to a constant, so every prediction would be the "
+                             f"same; instance-normalised ResNets need at least {shrink << halvings + 1} pixels "
+                             f"a side (the batch-norm variants do not)")
         stages: list[nn.Module] = []
         channels = width
         for i, count in enumerate(blocks):

@@ -126,6 +126,19 @@ def test_average_pooling_resnet_refuses_inputs_it_would_pool_away():
         ResNet(3, 10, (32, 32), downsample="maxpool")
 
 
+@pytest.mark.parametrize("name", ["ResNetAP-10", "ResNet-18-IN"])
+def test_instance_normalised_resnet_refuses_inputs_that_leave_a_one_pixel_last_stage(name):
+    with pytest.raises(ValueError, match="1×1 map.*at least 16 pixels"):
+        build_model(name, 1, 10, (8, 8))
+    model = build_model(name, 1, 10, (16, 16)).eval()
+    x = torch.randn(2, 1, 16, 16)
+    assert not torch.allclose(model(x)[0], model(x)[1])
+
+
+def test_batch_normalised_resnet_accepts_the_smallest_inputs():
+    assert build_model("ResNetAP-10-BN", 1, 10, (8, 8))(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
 @pytest.mark.parametrize("name,canonical", [
     ("convnet-d3", "ConvNet-D3"), ("ConvNet-D3", "ConvNet-D3"), ("convnet", "ConvNet-D3"),
     ("CONVNET-D6", "ConvNet-D6"), ("convnetd4", "ConvNet-D4"), ("resnet18", "ResNet-18"),
