@@ -13,8 +13,12 @@
   with no weights (D4M), Eq. 34 (``sqrt``) and direct (``proportional``) weighting in its
   recipe — the same images and counts, only the weighting differs — and students trained on
   each through ``evaluate_file`` at each learning rate, with a class-balanced random real
-  subset of the same size (``--baseline random``).
-- ``seconds``: Table 5. Time of encode, cluster and decode, summed over classes, per IPC.
+  subset of the same size (``--baseline random``). With ``--soft-labels ROUNDS:K:BITS`` the
+  three files first get per-view teacher labels through ``relabel`` (the same views for all
+  three; the teacher is ``producers.common``'s cached one), students train on them (regime
+  ``sl``) and the random real subset is relabelled online by the same teacher (``sl+kd``).
+- ``seconds``: Table 5. Time of encode, cluster and decode, summed over classes, per IPC (and of
+  relabel, for the Table 7 file, with ``--soft-labels``).
 
 Writes ``ddoq_bench.json`` and ``ddoq_bench.md`` (the tables) under ``--out``.
 """
@@ -35,7 +39,9 @@ from tqdm.auto import tqdm
 
 import ddformat
 from ddformat.evaluation.evaluate import evaluate_file
+from ddformat.evaluation.relabel import relabel
 from producers.common import RealData
+from producers.common.teachers import TeacherConfig, cached_teacher
 from producers.common.diffusion import LatentPrior, directory_hash
 from producers.common.ranks import unit_seed
 from producers.ddoq import CLUSTERINGS, DdoqConfig, distill, quantize, save_result, w2
@@ -68,24 +74,38 @@ def table1(prior: LatentPrior, real: RealData, ipcs: list[int], seeds: list[int]
 
 
 def table7(prior: LatentPrior, real: RealData, config: DdoqConfig, prior_info: dict[str, Any], out: Path,
-           lrs: list[float], epochs: int, students: list[int]) -> tuple[list[dict[str, Any]], dict[str, float]]:
+           lrs: list[float], epochs: int, students: list[int],
+           soft_labels: tuple[int, int, int] | None = None) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """One distillation written three times, the recipe's weighting the only difference: students
     take their weights from the file's recipe (``evaluate_file``'s ``weighting`` override reaches
-    the protocol's normalisation, not the weights ``DistilledDataset`` derives)."""
+    the protocol's normalisation, not the weights ``DistilledDataset`` derives). ``soft_labels``
+    (rounds, k, bits) relabels the three files with the same views first."""
     results = distill(prior, real, config)
     paths = {scheme: save_result(out / f"{real.source}_ddoq_ipc{config.ipc}_{scheme}.dd", results, real,
                                  dataclasses.replace(config, weighting=scheme), prior_info) for scheme in SCHEMES}
+    with ddformat.open(paths["sqrt"]) as f:
+        seconds = dict(f.provenance["parameters"]["seconds"])
+    teacher = None
+    if soft_labels is not None:
+        rounds, k, bits = soft_labels
+        model, _, teacher = cached_teacher(real)
+        for scheme, path in paths.items():
+            start = time.perf_counter()
+            paths[scheme] = path.with_name(f"{path.stem}_views.dd")
+            report = relabel(path, paths[scheme], model, rounds=rounds, k=k, bits=bits)
+            seconds["relabel"] = time.perf_counter() - start
+            tqdm.write(f"{scheme}: {report['label_bits_per_class']:,.0f} label bits per class, "
+                       f"KL to the teacher {report['kl_to_teacher']:.2e}")
     rows = []
     for lr in lrs:
         for scheme, path in paths.items():
             report = evaluate_file(path, real.source, seeds=students, epochs=epochs, lr=lr,
-                                   baselines=("random",) if scheme == "uniform" else (), progress=False)
+                                   baselines=("random",) if scheme == "uniform" else (), progress=False,
+                                   teacher=teacher, teacher_architecture=TeacherConfig.architecture)
             for r in report["results"]:
                 name = scheme if r["train"] == "distilled" else "random real"
                 rows.append({"lr": lr, "train": name, "accuracies": r["accuracies"], "mean": r["mean"], "std": r["std"]})
                 tqdm.write(f"lr {lr}: {name}: {100 * r['mean']:.2f} ± {100 * r['std']:.2f}")
-    with ddformat.open(paths["sqrt"]) as f:
-        seconds = f.provenance["parameters"]["seconds"]
     return rows, seconds
 
 
@@ -121,9 +141,11 @@ def markdown(result: dict[str, Any]) -> str:
                 cells.append(f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}")
             lines.append(f"| {SCHEMES.get(name, name)} | " + " | ".join(cells) + " |")
     if result.get("seconds"):
-        lines += ["", "## Step times, s (Table 5 analogue)", "", "| IPC | encode | cluster | decode |", "|---|---|---|---|"]
+        lines += ["", "## Step times, s (Table 5 analogue)", "", "| IPC | encode | cluster | decode | relabel |",
+                  "|---|---|---|---|---|"]
         for ipc, s in result["seconds"].items():
-            lines.append(f"| {ipc} | {s['encode']:.1f} | {s['cluster']:.1f} | {s['decode']:.1f} |")
+            relabelled = f"{s['relabel']:.1f}" if "relabel" in s else "—"
+            lines.append(f"| {ipc} | {s['encode']:.1f} | {s['cluster']:.1f} | {s['decode']:.1f} | {relabelled} |")
     return "\n".join(lines) + "\n"
 
 
@@ -142,10 +164,15 @@ def main() -> None:
     parser.add_argument("--students", default="0,1,2", help="student seeds per setting")
     parser.add_argument("--strength", type=float, default=DdoqConfig.strength)
     parser.add_argument("--steps", type=int, default=DdoqConfig.steps)
+    parser.add_argument("--soft-labels", metavar="ROUNDS:K:BITS",
+                        help="Table 7 on per-view teacher labels (relabel's rounds, top-k and bits)")
     args = parser.parse_args()
     ints = lambda s: [int(v) for v in s.split(",") if v]  # noqa: E731
     ipcs, seeds, students = ints(args.ipcs), ints(args.seeds), ints(args.students)
     lrs = [float(v) for v in args.lrs.split(",") if v]
+    soft_labels = tuple(ints(args.soft_labels.replace(":", ","))) if args.soft_labels else None
+    if soft_labels is not None and len(soft_labels) != 3:
+        parser.error(f"--soft-labels takes ROUNDS:K:BITS, got {args.soft_labels!r}")
     args.out.mkdir(parents=True, exist_ok=True)
     prior = LatentPrior.load(args.prior)
     real = RealData.load(args.data, args.classes)
@@ -161,7 +188,7 @@ def main() -> None:
     result["seconds"] = {}
     if lrs:
         result["students"], result["seconds"][ipcs[0]] = table7(prior, real, config, prior_info, args.out, lrs,
-                                                                args.epochs, students)
+                                                                args.epochs, students, soft_labels)
     for ipc in ipcs[1:] if lrs else ipcs:
         other = DdoqConfig(**{**config.to_dict(), "ipc": ipc})
         path = save_result(args.out / f"{real.source}_ddoq_ipc{ipc}.dd", distill(prior, real, other), real, other,
