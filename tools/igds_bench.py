@@ -54,6 +54,11 @@ def _png(rows: list[dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(len(students), len(ipcs), figsize=(4 * len(ipcs), 3.4 * len(students)), squeeze=False)
     for (student, ipc), ax in zip([(s, i) for s in students for i in ipcs], axes.flat):
         mine = [r for r in rows if r["ipc"] == ipc and r["student"] == student]
+        ax.set_title(f"IPC {ipc}, {student}")
+        if not mine:
+            ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
         betas = sorted({r["beta"] for r in mine if r["method"] == "igds"})
         mean = [statistics.fmean(100 * r["accuracy"] for r in mine if r["method"] == "igds" and r["beta"] == b)
                 for b in betas]
@@ -65,7 +70,6 @@ def _png(rows: list[dict[str, Any]], path: Path) -> None:
                            label=method)
         ax.set_xticks(range(len(betas)), [str(b) for b in betas])
         ax.set_xlabel("β")
-        ax.set_title(f"IPC {ipc}, {student}")
     for ax in axes[:, 0]:
         ax.set_ylabel("test accuracy %")
     axes[0][-1].legend(fontsize=8)
