@@ -15,7 +15,8 @@
   each through ``evaluate_file`` at each learning rate, with a class-balanced random real
   subset of the same size (``--baseline random``). With ``--soft-labels ROUNDS:K:BITS`` the
   three files first get per-view teacher labels through ``relabel`` (the same views for all
-  three; the teacher is ``producers.common``'s cached one), students train on them (regime
+  three: one file is relabelled, the others get its views; the teacher is ``producers.common``'s
+  cached one), students train on them (regime
   ``sl``) and the random real subset is relabelled online by the same teacher (``sl+kd``).
 - ``seconds``: Table 5. Time of encode, cluster and decode, summed over classes, per IPC (and of
   relabel, for the Table 7 file, with ``--soft-labels``).
@@ -40,6 +41,7 @@ from tqdm.auto import tqdm
 import ddformat
 from ddformat.evaluation.evaluate import evaluate_file
 from ddformat.evaluation.relabel import relabel
+from ddformat.writer import add_views
 from producers.common import RealData
 from producers.common.teachers import TeacherConfig, cached_teacher
 from producers.common.diffusion import LatentPrior, directory_hash
@@ -47,6 +49,8 @@ from producers.common.ranks import unit_seed
 from producers.ddoq import CLUSTERINGS, DdoqConfig, distill, quantize, save_result, w2
 
 SCHEMES = {"uniform": "no weights (D4M)", "sqrt": "Eq. 34", "proportional": "direct v/Σv"}
+SOFT_RECIPE_KEYS = ("loss", "temperature", "regime", "view_schedule")
+"""What ``relabel`` sets in a recipe; the weighting stays each file's own."""
 
 
 def table1(prior: LatentPrior, real: RealData, ipcs: list[int], seeds: list[int], epochs: int,
@@ -89,13 +93,18 @@ def table7(prior: LatentPrior, real: RealData, config: DdoqConfig, prior_info: d
     if soft_labels is not None:
         rounds, k, bits = soft_labels
         model, _, teacher = cached_teacher(real)
-        for scheme, path in paths.items():
-            start = time.perf_counter()
-            paths[scheme] = path.with_name(f"{path.stem}_views.dd")
-            report = relabel(path, paths[scheme], model, rounds=rounds, k=k, bits=bits)
-            seconds["relabel"] = time.perf_counter() - start
-            tqdm.write(f"{scheme}: {report['label_bits_per_class']:,.0f} label bits per class, "
-                       f"KL to the teacher {report['kl_to_teacher']:.2e}")
+        views_of = {scheme: path.with_name(f"{path.stem}_views.dd") for scheme, path in paths.items()}
+        start = time.perf_counter()
+        report = relabel(paths["uniform"], views_of["uniform"], model, rounds=rounds, k=k, bits=bits)
+        seconds["relabel"] = time.perf_counter() - start
+        tqdm.write(f"{report['label_bits_per_class']:,.0f} label bits per class, "
+                   f"KL to the teacher {report['kl_to_teacher']:.2e}")
+        with ddformat.open(views_of["uniform"]) as f:  # the same images: the other two get these views
+            views, recipe = f.views(), {key: f.recipe[key] for key in SOFT_RECIPE_KEYS}
+            parameters = {"relabel": f.provenance["parameters"]["relabel"]}
+        for scheme in ("sqrt", "proportional"):
+            add_views(paths[scheme], views_of[scheme], views, recipe=recipe, parameters=parameters)
+        paths = views_of
     rows = []
     for lr in lrs:
         for scheme, path in paths.items():
